@@ -1,0 +1,1 @@
+//! Benchmark support for Wrap-X.

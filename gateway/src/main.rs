@@ -1,0 +1,25 @@
+//! `wrapx-gateway`: parses arguments and runs the gateway; everything else is in the library.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "wrapx-gateway", about = "The Wrap-X LLM gateway (hot path)")]
+struct Cli {
+    /// A TOML file layered over the built-in defaults (environment variables still win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = wrapx_core::config::Settings::load(cli.config.as_deref())?;
+    wrapx_core::telemetry::init_tracing(&settings.log);
+    settings.warn_if_development_secrets();
+    tracing::info!(listen = %settings.gateway.listen, "wrapx-gateway started");
+    wrapx_core::shutdown::signal().await;
+    tracing::info!("wrapx-gateway stopped");
+    Ok(())
+}

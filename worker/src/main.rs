@@ -1,0 +1,25 @@
+//! `wrapx-worker`: parses arguments and runs the gateway; everything else is in the library.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "wrapx-worker", about = "The Wrap-X queue consumers")]
+struct Cli {
+    /// A TOML file layered over the built-in defaults (environment variables still win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = wrapx_core::config::Settings::load(cli.config.as_deref())?;
+    wrapx_core::telemetry::init_tracing(&settings.log);
+    settings.warn_if_development_secrets();
+    tracing::info!(metrics_listen = %settings.worker.metrics_listen, "wrapx-worker started");
+    wrapx_core::shutdown::signal().await;
+    tracing::info!("wrapx-worker stopped");
+    Ok(())
+}
