@@ -21,6 +21,13 @@ enum Command {
     Serve,
     /// Apply the migrations and exit.
     Migrate,
+    /// Make an operator account (or give an existing one the admin flag and this password).
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "WRAPX_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
 }
 
 #[tokio::main]
@@ -36,16 +43,14 @@ async fn main() -> anyhow::Result<()> {
                 .context("applying the migrations")?;
             tracing::info!("migrations applied");
         }
+        Command::CreateAdmin { email, password } => {
+            let id = wrapx_admin::create_admin(&settings, &email, &password).await?;
+            tracing::info!(user_id = %id, "operator account ready");
+        }
         Command::Serve => {
             settings.warn_if_development_secrets();
-            let pool = wrapx_core::db::pool(&settings.database)?;
-            wrapx_core::db::migrate(&pool)
-                .await
-                .context("applying the migrations")?;
-            tracing::info!(listen = %settings.admin.listen, "wrapx-admin started");
-            wrapx_core::shutdown::signal().await;
-            pool.close().await;
-            tracing::info!("wrapx-admin stopped");
+            let app = wrapx_admin::Application::build(settings).await?;
+            app.run_until(wrapx_core::shutdown::signal()).await?;
         }
     }
     Ok(())

@@ -18,7 +18,10 @@ use crate::{
 
 /// Installs the global `tracing` subscriber; a second call (tests) is a no-op.
 pub fn init_tracing(settings: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.level)
+    // lapin logs a returned (unroutable) message whole, body included, at warn: the body holds
+    // request data, so that logger is kept to errors whatever the configured level.
+    let directives = format!("{},lapin::returned_messages=error", settings.level);
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

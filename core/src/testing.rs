@@ -52,32 +52,43 @@ pub async fn migrated_database() -> (String, PgPool) {
 }
 
 /// A fresh RabbitMQ vhost that guest may use. Returns the AMQP URL.
+///
+/// The vhost's name carries the test process's id. Before creating one, vhosts of test
+/// processes that have exited are deleted: each vhost holds quorum queues (a Raft group each),
+/// and hundreds of them left behind would weigh the broker down. `rabbitmqctl` runs as a
+/// short-lived Erlang node; many started at once collide on node names ("Distribution
+/// failed"), so calls are serialised across processes with `flock`, bounded by `timeout`, and
+/// retried.
 pub fn create_vhost() -> String {
-    let vhost = format!("wrapx_test_{}", Uuid::now_v7().simple());
-    for args in [
-        vec!["add_vhost", vhost.as_str()],
-        vec![
-            "set_permissions",
-            "-p",
-            vhost.as_str(),
-            "guest",
-            ".*",
-            ".*",
-            ".*",
-        ],
-    ] {
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(&args)
+    let vhost = format!(
+        "wrapx_test_{}_{}",
+        std::process::id(),
+        Uuid::now_v7().simple()
+    );
+    let ctl = "timeout -k 5 60 rabbitmqctl -q";
+    let script = format!(
+        r#"for v in $({ctl} list_vhosts 2>/dev/null | grep '^wrapx_test_[0-9]*_'); do
+             pid=$(echo "$v" | cut -d_ -f3)
+             [ -d "/proc/$pid" ] || {ctl} delete_vhost "$v" >/dev/null 2>&1 || true
+           done
+           ({ctl} add_vhost {vhost} || true) && {ctl} set_permissions -p {vhost} guest '.*' '.*' '.*'"#
+    );
+    let mut last_error = String::new();
+    for attempt in 0..5 {
+        let out = std::process::Command::new("flock")
+            .args(["/tmp/wrapx-test-rabbitmqctl.lock", "sh", "-c", &script])
             .output()
-            .expect("run rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .expect("run rabbitmqctl under flock");
+        if out.status.success() {
+            let base = env_or("WRAPX_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672");
+            return format!("{}/{vhost}", base.trim_end_matches('/'));
+        }
+        last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+        // A half-done attempt is fine: add_vhost may fail with "already exists", and
+        // set_permissions succeeds only once the vhost is there.
+        std::thread::sleep(std::time::Duration::from_millis(200 * (attempt + 1)));
     }
-    let base = env_or("WRAPX_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672");
-    format!("{}/{vhost}", base.trim_end_matches('/'))
+    panic!("creating RabbitMQ vhost {vhost}: {last_error}");
 }
 
 /// A Redis key prefix no other test uses.

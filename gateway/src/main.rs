@@ -1,4 +1,5 @@
-//! `wrapx-gateway`: parses arguments and runs the gateway; everything else is in the library.
+//! `wrapx-gateway [--config FILE]`: parses arguments and runs the gateway; everything else is in
+//! the library.
 
 use std::path::PathBuf;
 
@@ -18,8 +19,5 @@ async fn main() -> anyhow::Result<()> {
     let settings = wrapx_core::config::Settings::load(cli.config.as_deref())?;
     wrapx_core::telemetry::init_tracing(&settings.log);
     settings.warn_if_development_secrets();
-    tracing::info!(listen = %settings.gateway.listen, "wrapx-gateway started");
-    wrapx_core::shutdown::signal().await;
-    tracing::info!("wrapx-gateway stopped");
-    Ok(())
+    wrapx_gateway::app::run(settings, wrapx_core::shutdown::on_signal()).await
 }

@@ -1,4 +1,5 @@
-//! `wrapx-worker`: parses arguments and runs the gateway; everything else is in the library.
+//! `wrapx-worker [--config FILE]`: parses arguments and runs the worker library until SIGTERM
+//! or SIGINT; everything else is in the library.
 
 use std::path::PathBuf;
 
@@ -18,8 +19,9 @@ async fn main() -> anyhow::Result<()> {
     let settings = wrapx_core::config::Settings::load(cli.config.as_deref())?;
     wrapx_core::telemetry::init_tracing(&settings.log);
     settings.warn_if_development_secrets();
-    tracing::info!(metrics_listen = %settings.worker.metrics_listen, "wrapx-worker started");
-    wrapx_core::shutdown::signal().await;
+    let shutdown = wrapx_core::shutdown::on_signal();
+    tracing::info!("wrapx-worker starting");
+    wrapx_worker::run(settings, shutdown).await?;
     tracing::info!("wrapx-worker stopped");
     Ok(())
 }

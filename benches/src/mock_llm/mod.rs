@@ -1,0 +1,153 @@
+//! The mock LLM upstream: a real HTTP server speaking OpenAI Chat Completions and Anthropic
+//! Messages, with scripted misbehaviour, that tests and benchmarks use instead of a provider.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use wrapx_benches::mock_llm::{spawn, Behavior, MockConfig};
+//! let mock = spawn(MockConfig::default()).await?;
+//! // Point a client at mock.base_url() ("http://127.0.0.1:PORT/v1").
+//! mock.set_behavior(Behavior::Status(503));
+//! assert_eq!(mock.stats().requests, 0);
+//! mock.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Per request the behaviour comes from, in order: the `x-mock-behavior` header, a model name
+//! `mock-<behaviour>` (`mock-status-500`, `mock-stall-after-2`), `MockHandle::set_behavior`,
+//! `MockConfig::mode_default`. Headers `x-mock-chunks`, `x-mock-interval-ms`,
+//! `x-mock-first-byte-delay-ms` and `x-mock-latency-ms` override the configuration per request.
+//! Behaviours apply to the chat and messages routes only.
+
+mod answer;
+mod anthropic;
+mod behavior;
+mod body;
+mod inspect;
+mod openai;
+mod record;
+mod request;
+mod router;
+mod server;
+mod state;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+pub use behavior::{Behavior, UnknownBehavior};
+pub use record::{MockStats, RecordedRequest, MAX_RECORDED};
+
+use state::Shared;
+
+/// How the mock answers by default.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Where to listen; port 0 picks a free port (read it back with `MockHandle::addr`).
+    pub listen: SocketAddr,
+    /// The behaviour when neither the request nor `set_behavior` names one.
+    pub mode_default: Behavior,
+    /// Content chunks per answer, one completion token each.
+    pub chunks: usize,
+    /// Time between content chunks of a stream.
+    pub chunk_interval: Duration,
+    /// Time from the stream's headers to its first event.
+    pub first_byte_delay: Duration,
+    /// Time before a non-streaming answer (or an error status) is sent.
+    pub latency: Duration,
+    /// The prompt (input) token count every answer reports.
+    pub prompt_tokens: u32,
+    /// Keep the last `MAX_RECORDED` requests; turn off for benchmarks.
+    pub record: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            mode_default: Behavior::Normal,
+            chunks: 5,
+            chunk_interval: Duration::from_millis(20),
+            first_byte_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+            prompt_tokens: 10,
+            record: true,
+        }
+    }
+}
+
+/// Binds the listener and starts serving in the background on the current tokio runtime.
+///
+/// The server stops when `shutdown` is awaited or the handle is dropped.
+pub async fn spawn(config: MockConfig) -> std::io::Result<MockHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(config));
+    let tasks = TaskTracker::new();
+    tasks.spawn(server::accept_loop(
+        listener,
+        Arc::clone(&shared),
+        tasks.clone(),
+    ));
+    Ok(MockHandle {
+        addr,
+        shared,
+        tasks,
+    })
+}
+
+/// A running mock. Dropping it stops the server without waiting; `shutdown` waits.
+#[derive(Debug)]
+pub struct MockHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// The accept loop and every connection task.
+    tasks: TaskTracker,
+}
+
+impl MockHandle {
+    /// The address the mock listens on, with the real port.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<ip>:<port>/v1`, the base URL an OpenAI or Anthropic client expects.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The recorded requests, oldest first (empty when recording is off).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.recorder.all()
+    }
+
+    /// Forgets the recorded requests; the stats are kept.
+    pub fn clear(&self) {
+        self.shared.recorder.clear();
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Sets the behaviour for requests that do not name one by header or model.
+    pub fn set_behavior(&self, b: Behavior) {
+        self.shared.behavior.set(b);
+    }
+
+    /// Stops accepting, ends hanging and stalled answers, gives other open requests a moment
+    /// to finish, and returns once every connection task has ended.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for MockHandle {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}

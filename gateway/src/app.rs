@@ -1,0 +1,146 @@
+//! Start-up and shutdown: the background tasks (event publisher, invalidation subscriber, cache
+//! sweeper, metrics listener) and the pingora proxy service, all on one tokio runtime this
+//! module drains at exit.
+//!
+//! pingora's own `Server` sleeps a fixed grace period on SIGTERM; running the proxy service
+//! directly lets the gateway stop accepting at once, wait only as long as requests are in
+//! flight (at most `gateway.shutdown_grace_ms`), then flush the publisher.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use pingora_core::{server::configuration::ServerConf, services::Service};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use wrapx_core::{cache::CacheNames, config::Settings, crypto::MasterKeys, keys::KeyHasher};
+
+use crate::{
+    auth::{Authenticator, RecordCache},
+    ctx::InFlight,
+    events::EventPublisher,
+    invalidation,
+    limits::RateLimiter,
+    metrics,
+    proxy::Gateway,
+    upstream::Timeouts,
+};
+
+/// Runs the gateway until `shutdown` is cancelled, then drains it.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let g = &settings.gateway;
+    // Bind-check first: pingora's listener panics in its task on a busy port.
+    drop(
+        std::net::TcpListener::bind(g.listen)
+            .with_context(|| format!("gateway.listen {}", g.listen))?,
+    );
+
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let handle =
+        wrapx_core::telemetry::prometheus(&metrics::buckets()).context("metrics recorder")?;
+    metrics::describe();
+    let metrics_listener = tokio::net::TcpListener::bind(g.metrics_listen)
+        .await
+        .with_context(|| format!("gateway.metrics_listen {}", g.metrics_listen))?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    tasks.spawn(wrapx_core::telemetry::serve_metrics(
+        metrics_listener,
+        handle,
+        background.clone(),
+    ));
+
+    let publisher_stop = CancellationToken::new();
+    let (publisher, publisher_task) = EventPublisher::start(&settings, publisher_stop.clone())
+        .await
+        .context("event publisher")?;
+    {
+        let publisher = publisher.clone();
+        let stop = background.clone();
+        tasks.spawn(async move {
+            loop {
+                metrics::spooled(publisher.spooled());
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    let names = CacheNames::new(settings.redis.prefix.clone());
+    let redis = wrapx_core::redis_pool::pool(&settings.redis).context("redis pool")?;
+    let db = wrapx_core::db::pool(&settings.database).context("database pool")?;
+    let cache = Arc::new(RecordCache::new(
+        Duration::from_millis(g.key_cache_ttl_ms),
+        Duration::from_millis(g.negative_cache_ttl_ms),
+    ));
+    tasks.spawn(invalidation::run(
+        settings.redis.url.expose().to_owned(),
+        names.invalidation_channel(),
+        cache.clone(),
+        background.clone(),
+    ));
+    tasks.spawn(invalidation::sweep(cache.clone(), background.clone()));
+
+    let redis_timeout = Duration::from_millis(settings.redis.timeout_ms);
+    let in_flight = Arc::new(InFlight::default());
+    let gateway = Gateway {
+        auth: Authenticator {
+            hasher: KeyHasher::from_settings(&settings.security).context("security.hash_pepper")?,
+            names: names.clone(),
+            redis: redis.clone(),
+            redis_timeout,
+            db,
+            master: MasterKeys::from_settings(&settings.security).context("security.master_key")?,
+            allow_loopback: settings.security.allow_loopback,
+            cache,
+        },
+        limiter: RateLimiter::new(redis, names, g.fallback_rate_per_second, redis_timeout),
+        publisher: publisher.clone(),
+        in_flight: in_flight.clone(),
+        timeouts: Timeouts {
+            connect: Duration::from_millis(g.connect_timeout_ms),
+            first_byte: Duration::from_millis(g.first_byte_timeout_ms),
+            idle: Duration::from_millis(g.idle_timeout_ms),
+        },
+        max_body_bytes: g.max_body_bytes,
+        event_data_max_bytes: g.event_data_max_bytes,
+        access_log: g.access_log,
+    };
+
+    let conf = Arc::new(ServerConf::default());
+    let mut service = pingora_proxy::http_proxy_service_with_name(&conf, gateway, "wrapx-gateway");
+    service.add_tcp(&g.listen.to_string());
+    let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn(async move {
+        Service::start_service(&mut service, None, accepting, 1).await;
+    });
+    tracing::info!(listen = %g.listen, "wrapx-gateway listening");
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        in_flight = in_flight.count(),
+        "stopping: no new connections; draining in-flight requests"
+    );
+    let _ = stop_accepting.send(true);
+    let grace = Duration::from_millis(g.shutdown_grace_ms);
+    if tokio::time::timeout(grace, in_flight.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = in_flight.count(),
+            "grace period over: cutting the remaining requests"
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), listener).await;
+
+    // Every request has handed over its event: flush them to the broker or the spool.
+    publisher_stop.cancel();
+    publisher_task.join().await;
+    background.cancel();
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("wrapx-gateway stopped");
+    Ok(())
+}

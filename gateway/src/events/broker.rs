@@ -1,0 +1,115 @@
+//! One broker session: a connection, the topology declared, a confirm channel, and pipelined
+//! publishing of a batch with a per-message outcome.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use lapin::{options::BasicPublishOptions, publisher_confirm::Confirmation, Channel, Connection};
+use tokio::time::Instant;
+use uuid::Uuid;
+use wrapx_core::amqp::{self, EVENTS_EXCHANGE};
+
+/// An event ready to go: serialized once, on the request's thread.
+pub(super) struct Outgoing {
+    pub(super) id: Uuid,
+    pub(super) routing_key: &'static str,
+    /// `Event::to_json`: one line, no newline.
+    pub(super) body: Vec<u8>,
+}
+
+/// What became of one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The broker acked it and routed it to at least one queue.
+    Confirmed,
+    /// The broker returned it (mandatory): no queue is bound for its routing key.
+    Unroutable,
+    /// The broker refused it.
+    Nacked,
+    /// No confirm before the deadline (a blocked broker), or the connection failed: the
+    /// broker may or may not have it.
+    Unknown,
+}
+
+pub(super) struct Broker {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    /// Connects, declares the whole topology (idempotent: a broker that lost it, or a vhost
+    /// that was recreated, gets it back) and opens a confirm channel, all within `timeout`.
+    pub(super) async fn connect(
+        url: &str,
+        retry_delays_ms: &[u64],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let work = async {
+            let connection = amqp::connect_url(url, "wrapx-gateway-events").await?;
+            let channel = amqp::confirm_channel(&connection).await?;
+            amqp::declare_topology(&channel, retry_delays_ms).await?;
+            anyhow::Ok(Self {
+                connection,
+                channel,
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| anyhow::anyhow!("no connection to the broker within {timeout:?}"))?
+    }
+
+    /// False once the connection or the channel has failed or closed.
+    pub(super) fn is_usable(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+
+    /// Publishes the whole batch before awaiting any confirm (the broker confirms them in one
+    /// stream), each persistent and mandatory with its request id as message id. Every
+    /// outcome is known by `deadline` at the latest.
+    pub(super) async fn publish_batch(
+        &self,
+        batch: &[Outgoing],
+        deadline: Instant,
+    ) -> Vec<Outcome> {
+        // join_all polls the futures in order the first time, so frames and delivery tags are
+        // in batch order.
+        join_all(
+            batch
+                .iter()
+                .map(|message| self.publish_one(message, deadline)),
+        )
+        .await
+    }
+
+    async fn publish_one(&self, message: &Outgoing, deadline: Instant) -> Outcome {
+        let properties = amqp::json_properties(&message.id.to_string()).with_delivery_mode(2);
+        let work = async {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    EVENTS_EXCHANGE,
+                    message.routing_key,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &message.body,
+                    properties,
+                )
+                .await?;
+            confirm.await
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Outcome::Confirmed,
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Outcome::Unroutable,
+            Ok(Ok(Confirmation::Nack(_))) => Outcome::Nacked,
+            Ok(Err(_)) | Err(_) => Outcome::Unknown,
+        }
+    }
+
+    /// Closes the session, giving the broker a moment to acknowledge.
+    pub(super) async fn close(self) {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.connection.close(200, "bye")).await;
+    }
+}

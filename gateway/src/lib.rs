@@ -1,0 +1,19 @@
+//! The Wrap-X gateway: the hot path between API clients and their owners' LLM providers, on
+//! pingora. `proxy` holds the phases in order; each hands its work to one module below.
+
+pub mod app;
+pub mod auth;
+pub mod ctx;
+pub mod errors;
+pub mod events;
+pub mod invalidation;
+pub mod limits;
+pub mod metrics;
+pub mod providers;
+pub mod proxy;
+pub mod records;
+pub mod respond;
+pub mod rewrite;
+pub mod routes;
+pub mod upstream;
+pub mod usage;

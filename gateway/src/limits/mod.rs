@@ -1,0 +1,122 @@
+//! Rate limits: exact across every gateway instance through one atomic Redis script, with a
+//! local per-process limiter when Redis is unreachable or slow.
+//!
+//! One [`RateLimiter::check`] is one Redis round trip (`EVALSHA` of a sliding-window-log
+//! script, see [`window`]). The script reads the time from Redis itself, so the clocks of the
+//! gateway instances do not matter, and it admits a request only while fewer than `limit`
+//! requests were admitted in the `window` before it: "at most `limit` per any `window`", with
+//! no double burst at the edge of a fixed window.
+//!
+//! When Redis fails or takes longer than the timeout, the check falls back to a local
+//! `governor` limiter ([`local`]) and Redis is marked unhealthy ([`health`]); while unhealthy,
+//! requests go straight to the local limiter and one request at a time probes Redis again,
+//! so the gateway returns to exact limits by itself, without a restart, and no request waits
+//! on a dead Redis longer than the timeout.
+
+mod health;
+mod local;
+mod window;
+
+use std::{sync::Arc, time::Duration};
+
+use uuid::Uuid;
+use wrapx_core::cache::CacheNames;
+
+use self::{health::Health, local::LocalLimiters, window::SlidingWindow};
+
+/// The answer to one check, with what the `x-ratelimit-*` and `retry-after` headers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The configured limit (`x-ratelimit-limit-requests`).
+    pub limit: u32,
+    /// Requests still allowed in the current window, this one counted
+    /// (`x-ratelimit-remaining-requests`).
+    pub remaining: u32,
+    /// Until the window is back to its initial state, every admitted request in it expired
+    /// (`x-ratelimit-reset-requests`).
+    pub reset_after: Duration,
+    /// For a refused request: until the next request can be admitted (`retry-after`).
+    pub retry_after: Option<Duration>,
+    pub source: LimitSource,
+}
+
+/// Which limiter decided: only [`LimitSource::Redis`] is exact across instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSource {
+    Redis,
+    /// This process's own limiter, because Redis was unreachable or slow.
+    Local,
+}
+
+impl LimitSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// Cheap to clone: every clone shares the script, the health state and the local limiters.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: SlidingWindow,
+    local: LocalLimiters,
+    health: Health,
+    /// The bound on one Redis check, pool wait included.
+    redis_timeout: Duration,
+}
+
+impl RateLimiter {
+    /// `fallback_rate_per_second` caps the local limiter's rate (it also never exceeds the
+    /// configured `limit/window`).
+    pub fn new(
+        redis: deadpool_redis::Pool,
+        names: CacheNames,
+        fallback_rate_per_second: u32,
+        redis_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                redis: SlidingWindow::new(redis, names),
+                local: LocalLimiters::new(fallback_rate_per_second),
+                health: Health::new(),
+                redis_timeout,
+            }),
+        }
+    }
+
+    /// `subject`: the API key id (limits apply per key, with its wrapped API's rate_limits
+    /// row). Never waits longer than the Redis timeout.
+    pub async fn check(&self, subject: Uuid, limit: u32, window: Duration) -> Decision {
+        let inner = &*self.inner;
+        if inner.health.should_try_redis() {
+            let attempt = tokio::time::timeout(
+                inner.redis_timeout,
+                inner.redis.check(subject, limit, window),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(decision)) => {
+                    inner.health.record_success();
+                    return decision;
+                }
+                Ok(Err(error)) => inner.health.record_failure(&error),
+                Err(_elapsed) => inner
+                    .health
+                    .record_failure(&format!("no answer within {:?}", inner.redis_timeout)),
+            }
+        }
+        inner.local.check(subject, limit, window)
+    }
+
+    /// False from the first failed or slow Redis check until one succeeds again.
+    pub fn redis_healthy(&self) -> bool {
+        self.inner.health.is_healthy()
+    }
+}

@@ -1,0 +1,108 @@
+//! The gateway's rows of the contract's metrics table, with their exact names and low-
+//! cardinality labels (status class, provider kind, stream yes/no; never a key or an id).
+
+use std::time::Duration;
+
+use wrapx_core::{events::Usage, telemetry::Buckets};
+
+pub const REQUESTS_TOTAL: &str = "wrapx_gateway_requests_total";
+pub const REQUEST_DURATION: &str = "wrapx_gateway_request_duration_seconds";
+pub const UPSTREAM_TTFB: &str = "wrapx_gateway_upstream_ttfb_seconds";
+pub const OVERHEAD: &str = "wrapx_gateway_overhead_seconds";
+pub const TOKENS_TOTAL: &str = "wrapx_gateway_tokens_total";
+pub const RATE_LIMITED_TOTAL: &str = "wrapx_gateway_rate_limited_total";
+pub const EVENTS_SPOOLED: &str = "wrapx_gateway_events_spooled";
+
+/// Buckets per quantity: whole requests run up to minutes (streams), the gateway's own time is
+/// microseconds to milliseconds.
+pub fn buckets() -> Vec<Buckets<'static>> {
+    const LONG: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    ];
+    const OWN: &[f64] = &[
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    ];
+    vec![
+        (REQUEST_DURATION, LONG),
+        (UPSTREAM_TTFB, LONG),
+        (OVERHEAD, OWN),
+    ]
+}
+
+/// `2xx`, `4xx`, …; `none` when the client got no status.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// One finished request.
+pub fn request(
+    status: u16,
+    provider: &'static str,
+    stream: bool,
+    total: Duration,
+    ttfb: Option<Duration>,
+    overhead: Duration,
+    usage: &Usage,
+) {
+    let stream = if stream { "true" } else { "false" };
+    metrics::counter!(REQUESTS_TOTAL, "status" => status_class(status), "provider" => provider, "stream" => stream).increment(1);
+    metrics::histogram!(REQUEST_DURATION).record(total.as_secs_f64());
+    if let Some(ttfb) = ttfb {
+        metrics::histogram!(UPSTREAM_TTFB).record(ttfb.as_secs_f64());
+    }
+    metrics::histogram!(OVERHEAD).record(overhead.as_secs_f64());
+    if usage.prompt_tokens > 0 {
+        metrics::counter!(TOKENS_TOTAL, "kind" => "prompt")
+            .increment(u64::from(usage.prompt_tokens));
+    }
+    if usage.completion_tokens > 0 {
+        metrics::counter!(TOKENS_TOTAL, "kind" => "completion")
+            .increment(u64::from(usage.completion_tokens));
+    }
+}
+
+pub fn rate_limited() {
+    metrics::counter!(RATE_LIMITED_TOTAL).increment(1);
+}
+
+pub fn spooled(events: u64) {
+    metrics::gauge!(EVENTS_SPOOLED).set(events as f64);
+}
+
+/// Makes every metric exist from the start, so dashboards and alerts see zeros, not gaps.
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS_TOTAL,
+        "Gateway requests by status class, provider kind and stream"
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Whole request, until the last byte"
+    );
+    metrics::describe_histogram!(
+        UPSTREAM_TTFB,
+        metrics::Unit::Seconds,
+        "Until the upstream's first byte"
+    );
+    metrics::describe_histogram!(
+        OVERHEAD,
+        metrics::Unit::Seconds,
+        "Time spent in the gateway itself before the upstream call"
+    );
+    metrics::describe_counter!(TOKENS_TOTAL, "Tokens by kind (prompt, completion)");
+    metrics::describe_counter!(RATE_LIMITED_TOTAL, "Requests refused by the rate limiter");
+    metrics::describe_gauge!(
+        EVENTS_SPOOLED,
+        "Events waiting on local disk for the broker"
+    );
+    metrics::counter!(RATE_LIMITED_TOTAL).increment(0);
+    metrics::gauge!(EVENTS_SPOOLED).set(0.0);
+}

@@ -1,0 +1,213 @@
+//! Provider dialects: pure, streaming-friendly translation between OpenAI's Chat Completions
+//! (what a wrapped API's clients speak) and Anthropic's Messages API, both ways, plus each
+//! provider's reasoning switch. No I/O here: the proxy calls these functions in its phases.
+//!
+//! # How the proxy calls this module
+//!
+//! Let `dialect = ProviderDialect::of(kind)` and `client` be the API the client spoke
+//! (`/v1/chat/completions` → OpenAI, `/v1/messages` → Anthropic).
+//!
+//! | client \ provider | OpenAI-compatible | Anthropic |
+//! |---|---|---|
+//! | OpenAI chat | pass through ([`apply_thinking`]) | [`chat_to_messages`], answers via [`messages_response_to_chat`] / [`AnthropicToChatStream`], errors via [`anthropic_error_to_openai`] |
+//! | Anthropic messages | [`messages_to_chat`], answers via [`chat_response_to_messages`] / [`ChatToAnthropicStream`], errors via [`openai_error_to_anthropic`] | pass through |
+//!
+//! 1. **Request body filter** (whole body in hand, after the OpenAI-side rewrite of system
+//!    prompt, few-shot turns and pinned model): translate, then `apply_thinking` on the body in
+//!    the *provider's* dialect (`chat_to_messages` already applies it when given `thinking`).
+//!    Path: `/messages` for Anthropic (`x-api-key` + `anthropic-version: 2023-06-01` headers),
+//!    `/chat/completions` otherwise. A [`TranslateError`] is a 400 to the client
+//!    ([`TranslateError::status`]).
+//!    For an Anthropic client on an OpenAI provider, translate first ([`messages_to_chat`]),
+//!    then run the usual OpenAI rewrite on the result.
+//! 2. **Response header filter**: when translating, remove `content-length` (the length
+//!    changes) and set `content-type` to `text/event-stream` for a 2xx stream, otherwise
+//!    `application/json`. For a non-2xx status, buffer the (small) body and answer with the
+//!    status and body the `*_error_to_*` function returns.
+//! 3. **Response body filter**, stream: one translator per request, created in the request
+//!    phase: `AnthropicToChatStream::new(request_id, pinned_model,
+//!    client_body.stream_options.include_usage == true)` or
+//!    `ChatToAnthropicStream::new(request_id, pinned_model)`; `push` every upstream
+//!    chunk as it arrives and send what it appended to `out` at once (it may be empty);
+//!    on end of stream call `finish` and send its output. `usage()` then feeds the request
+//!    event; `saw_error()` marks the outcome as an upstream error.
+//!    Non-stream: buffer the body, then `messages_response_to_chat` /
+//!    `chat_response_to_messages` (`Err` → 502 upstream error).
+//!
+//! # Choices
+//!
+//! - Anthropic `thinking` blocks are never shown as `content`: they go to the OpenAI side as
+//!   `reasoning_content` (message field, or `delta.reasoning_content` in a stream), the name
+//!   DeepSeek's reasoner uses, so one client works with both. Anthropic does not report
+//!   thinking tokens apart from `output_tokens`, so `reasoning_tokens` stays 0 there.
+//! - Provider 4xx keep their status (with the body in the client's shape); every provider 5xx,
+//!   Anthropic's `overloaded_error` (529) included, is the contract's 502 (code
+//!   `provider_overloaded` for that one), as on the OpenAI path; `timeout_error` is 504.
+//! - OpenAI temperature (0..2) is clamped into Anthropic's 0..1, not scaled.
+//! - OpenAI parameters Anthropic cannot express (`frequency_penalty`, `presence_penalty`,
+//!   `seed`, `logprobs`, `response_format`, …) are dropped; `n` > 1, audio or file parts and
+//!   non-function tools are refused with 400.
+
+pub mod anthropic;
+pub mod reverse;
+mod sse;
+pub mod thinking;
+
+use serde_json::{json, Value};
+use wrapx_core::types::ProviderKind;
+
+pub use anthropic::errors::anthropic_error_to_openai;
+pub use anthropic::request::chat_to_messages;
+pub use anthropic::response::messages_response_to_chat;
+pub use anthropic::stream::AnthropicToChatStream;
+pub use reverse::errors::openai_error_to_anthropic;
+pub use reverse::request::messages_to_chat;
+pub use reverse::response::chat_response_to_messages;
+pub use reverse::stream::ChatToAnthropicStream;
+pub use thinking::{apply_thinking, ThinkingConfig};
+
+/// The most a stream translator keeps of one unfinished upstream event (line plus data).
+pub const MAX_PARTIAL_EVENT_BYTES: usize = 1 << 20;
+
+/// Which wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderDialect {
+    OpenAiChat,
+    AnthropicMessages,
+}
+
+impl ProviderDialect {
+    pub fn of(kind: ProviderKind) -> Self {
+        if kind.speaks_anthropic() {
+            Self::AnthropicMessages
+        } else {
+            Self::OpenAiChat
+        }
+    }
+}
+
+/// Why a body could not be translated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The client's request is not valid for its own API.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The request uses something the provider's API cannot express.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The provider's answer could not be read.
+    #[error("the provider's answer could not be read: {0}")]
+    InvalidUpstream(String),
+}
+
+impl TranslateError {
+    /// 400 for the client's request, 502 for the provider's answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidRequest(_) | Self::Unsupported(_) => 400,
+            Self::InvalidUpstream(_) => 502,
+        }
+    }
+
+    /// The error in OpenAI's shape; an upstream failure stays opaque (the cause goes to the log).
+    pub fn to_openai_body(&self) -> Vec<u8> {
+        let (message, kind, code) = match self {
+            Self::InvalidRequest(m) => (m.as_str(), "invalid_request_error", "invalid_request"),
+            Self::Unsupported(m) => (m.as_str(), "invalid_request_error", "unsupported"),
+            Self::InvalidUpstream(_) => (
+                "The upstream provider failed to answer.",
+                "upstream_error",
+                "bad_gateway",
+            ),
+        };
+        json!({"error": {"message": message, "type": kind, "code": code}})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// The error in Anthropic's shape, for clients on `/v1/messages`.
+    pub fn to_anthropic_body(&self) -> Vec<u8> {
+        let (message, kind) = match self {
+            Self::InvalidRequest(m) | Self::Unsupported(m) => (m.as_str(), "invalid_request_error"),
+            Self::InvalidUpstream(_) => ("The upstream provider failed to answer.", "api_error"),
+        };
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+/// Seconds since the epoch, for `created`; 0 if the clock is before 1970.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A JSON number as u32, saturating; anything else is 0.
+pub(crate) fn u32_of(v: &Value) -> u32 {
+    v.as_u64()
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// OpenAI's `usage` object for a [`wrapx_core::events::Usage`] and the cached prompt tokens.
+pub(crate) fn openai_usage_json(u: &wrapx_core::events::Usage, cached: u32) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total(),
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// Test helpers shared by the stream translators' tests.
+#[cfg(test)]
+pub(crate) mod testkit {
+    /// A small deterministic PRNG (xorshift64*), enough to pick split points.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// `input` cut into pieces: whole (`None`), one byte each (`Some(0)`), or random cuts.
+    pub fn splits(input: &[u8], mode: Option<u64>) -> Vec<&[u8]> {
+        match mode {
+            None => vec![input],
+            Some(0) => input.chunks(1).collect(),
+            Some(seed) => {
+                let mut rng = Rng::new(seed);
+                let mut parts = Vec::new();
+                let mut rest = input;
+                while !rest.is_empty() {
+                    let n = 1 + rng.below(rest.len().min(64));
+                    let (a, b) = rest.split_at(n);
+                    parts.push(a);
+                    rest = b;
+                }
+                parts
+            }
+        }
+    }
+
+    /// The JSON of every `data:` line of an SSE output, `[DONE]` as a string.
+    pub fn data_lines(out: &[u8]) -> Vec<serde_json::Value> {
+        let text = std::str::from_utf8(out).unwrap_or("");
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| serde_json::json!(d)))
+            .collect()
+    }
+}

@@ -1,0 +1,426 @@
+//! The hot path: pingora's phases, in the order they run, each a short function that hands the
+//! work to a named module (`routes`, `auth`, `limits`, `rewrite`, `upstream`, `usage`,
+//! `events`).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use wrapx_core::events::{Event, RequestOutcome};
+
+use crate::{
+    auth::{presented_key, Authenticator},
+    ctx::{InFlight, RequestCtx},
+    errors::{ErrorKind, GatewayError},
+    events::EventPublisher,
+    limits::RateLimiter,
+    metrics,
+    respond::{self, BodyError},
+    rewrite,
+    routes::{Endpoint, Route},
+    upstream::{self, FailureClass, Timeouts},
+    usage::UsageMeter,
+};
+
+/// What the phases share across requests.
+pub struct Gateway {
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub publisher: EventPublisher,
+    pub in_flight: Arc<InFlight>,
+    pub timeouts: Timeouts,
+    pub max_body_bytes: usize,
+    pub event_data_max_bytes: usize,
+    pub access_log: bool,
+}
+
+/// How `request_filter` ends: on to the provider, or answered here.
+enum Admission {
+    Forward,
+    Answered,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.in_flight.enter())
+    }
+
+    /// Route, key, limit, body: everything that can refuse the request happens here, before
+    /// any connection to the provider.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<bool> {
+        match self.admit(session, ctx).await {
+            Ok(Admission::Forward) => Ok(false),
+            Ok(Admission::Answered) => Ok(true),
+            Err(AdmitError::Refused(error, extra)) => {
+                let outcome = if error.kind == ErrorKind::RateLimited {
+                    RequestOutcome::RateLimited
+                } else {
+                    RequestOutcome::Rejected
+                };
+                ctx.refusal = Some((outcome, error.message.to_string()));
+                respond::error(session, ctx.request_id, &error, &extra).await?;
+                Ok(true)
+            }
+            Err(AdmitError::Io(e)) => Err(e),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Box<HttpPeer>> {
+        let Some(identity) = &ctx.identity else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no identity at upstream_peer",
+            ));
+        };
+        ctx.upstream_started
+            .get_or_insert_with(std::time::Instant::now);
+        Ok(identity.api.upstream.peer(&self.timeouts))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        let Some(identity) = &ctx.identity else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no identity at upstream_request_filter",
+            ));
+        };
+        upstream::prepare_request(
+            req,
+            &identity.api.upstream,
+            &identity.api.authorization,
+            ctx.body.len(),
+        )
+    }
+
+    /// The body was read and rewritten in `request_filter`; pingora sends what is set here.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        *body = end_of_stream.then(|| ctx.body.clone());
+        Ok(())
+    }
+
+    /// A provider 5xx becomes the contract's 502 (written by `fail_to_proxy`); 2xx and 4xx pass.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        if ctx.ttfb.is_none() {
+            ctx.ttfb = ctx.upstream_started.map(|at| at.elapsed());
+        }
+        let status = resp.status.as_u16();
+        if status >= 500 {
+            ctx.upstream_5xx = Some(status);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                format!("upstream answered {status}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.to_string())?;
+        if let Some(decision) = &ctx.limit {
+            for (name, value) in respond::limit_headers(decision) {
+                resp.insert_header(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads usage as the chunk passes; the chunk itself goes on untouched.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Option<Duration>> {
+        if let (Some(chunk), Some(meter)) = (body.as_ref(), ctx.meter.as_mut()) {
+            meter.feed(chunk);
+        }
+        Ok(None)
+    }
+
+    /// The body is held in memory, so a request that failed on a reused (stale) connection can
+    /// be sent again whatever its method.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        e.retry.decide_reuse(client_reused);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy
+    where
+        RequestCtx: Send + Sync,
+    {
+        let class = if ctx.upstream_5xx.is_some() {
+            FailureClass::Upstream
+        } else {
+            FailureClass::of(e)
+        };
+        ctx.failure = Some(class);
+        let no_answer = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        if class == FailureClass::ClientGone || session.response_written().is_some() {
+            return no_answer;
+        }
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+        let error = GatewayError::new(class.error_kind());
+        if let Err(write) = respond::final_error(session, ctx.request_id, &error).await {
+            tracing::debug!(error = %write, "could not write the error answer");
+            return no_answer;
+        }
+        FailToProxy {
+            error_code: error.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The end of every request: its one event (when a valid key was presented) and metrics.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let written = session.response_written().map(|h| h.status.as_u16());
+        let outcome = ctx.outcome(e.is_some());
+        // A client that hung up before any answer got none: 499, as proxies log it.
+        let status = written.unwrap_or(if outcome == RequestOutcome::Cancelled {
+            499
+        } else {
+            500
+        });
+        let prompt_estimate = ctx.prompt_estimate;
+        let usage = ctx
+            .meter
+            .as_mut()
+            .map(|m| m.finish(prompt_estimate))
+            .unwrap_or_default();
+        let error = match (&ctx.refusal, outcome) {
+            (Some((_, message)), _) => Some(message.clone()),
+            (None, RequestOutcome::Completed) => None,
+            (None, RequestOutcome::Cancelled) => {
+                Some("the client closed the connection".to_owned())
+            }
+            (None, RequestOutcome::Timeout) => Some("upstream timeout".to_owned()),
+            (None, _) => Some(match ctx.upstream_5xx {
+                Some(code) => format!("upstream answered {code}"),
+                None => e.map_or_else(
+                    || "upstream error".to_owned(),
+                    |e| e.etype().as_str().to_owned(),
+                ),
+            }),
+        };
+        let provider = ctx
+            .identity
+            .as_ref()
+            .map_or("none", |i| i.api.record.provider.as_str());
+        metrics::request(
+            status,
+            provider,
+            ctx.stream,
+            ctx.started.elapsed(),
+            ctx.ttfb,
+            ctx.overhead(),
+            &usage,
+        );
+        if self.access_log {
+            tracing::info!(request_id = %ctx.request_id, status, outcome = outcome.as_str(), latency_ms = ctx.started.elapsed().as_millis() as u64, "request");
+        }
+        if let Some(event) = ctx.event(status, outcome, usage, error) {
+            self.publisher.publish(Event::Request(event));
+        }
+    }
+}
+
+/// Why `admit` stopped a request.
+enum AdmitError {
+    Refused(GatewayError, Vec<(&'static str, String)>),
+    Io(Box<Error>),
+}
+
+impl From<GatewayError> for AdmitError {
+    fn from(e: GatewayError) -> Self {
+        Self::Refused(e, Vec::new())
+    }
+}
+
+impl Gateway {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admission, AdmitError> {
+        let route = Route::resolve(
+            &session.req_header().method,
+            session.req_header().uri.path(),
+        );
+        ctx.route = Some(route.clone());
+        match route {
+            Route::Healthz => {
+                return self
+                    .answer(session, ctx, 200, Bytes::from_static(br#"{"status":"ok"}"#))
+                    .await
+            }
+            Route::Readyz => return self.readyz(session, ctx).await,
+            _ => {}
+        }
+        if route.endpoint() == Some(&Endpoint::Malformed) {
+            return Err(GatewayError::new(ErrorKind::UnknownEndpoint).into());
+        }
+        let presented = match presented_key(&session.req_header().headers) {
+            Ok(key) => key.to_owned(),
+            Err(_) if matches!(route, Route::Unknown { .. }) => {
+                return Err(GatewayError::new(ErrorKind::UnknownPath).into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let identity = match self.auth.authenticate(&presented).await {
+            Ok(identity) => identity,
+            Err(_) if matches!(route, Route::Unknown { .. }) => {
+                return Err(GatewayError::new(ErrorKind::UnknownPath).into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let api = identity.api.clone();
+        let active = identity.check_active();
+        ctx.identity = Some(identity);
+        active?;
+        if let Some(Endpoint::Valid(endpoint)) = route.endpoint() {
+            if endpoint.as_str() != api.record.endpoint_id {
+                return Err(GatewayError::new(ErrorKind::UnknownEndpoint).into());
+            }
+        }
+        match route {
+            Route::Models { .. } => {
+                return self
+                    .answer(session, ctx, 200, api.models_body.clone())
+                    .await
+            }
+            Route::Messages { .. } => {
+                return Err(GatewayError::with_message(
+                    ErrorKind::UnknownPath,
+                    "The Anthropic Messages route is not available yet; use /v1/chat/completions.",
+                )
+                .into())
+            }
+            Route::ChatCompletions { .. } => {}
+            _ => return Err(GatewayError::new(ErrorKind::UnknownPath).into()),
+        }
+
+        if let Some(limit) = api.record.rate_limit {
+            let decision = self
+                .limiter
+                .check(
+                    ctx.identity
+                        .as_ref()
+                        .map_or_else(uuid::Uuid::nil, |i| i.key.key_id),
+                    limit.limit,
+                    Duration::from_secs(u64::from(limit.window_seconds)),
+                )
+                .await;
+            let headers = respond::limit_headers(&decision);
+            let allowed = decision.allowed;
+            ctx.limit = Some(decision);
+            if !allowed {
+                metrics::rate_limited();
+                return Err(AdmitError::Refused(
+                    GatewayError::new(ErrorKind::RateLimited),
+                    headers,
+                ));
+            }
+        }
+
+        let raw = match respond::read_body(session, self.max_body_bytes).await {
+            Ok(raw) => raw,
+            Err(BodyError::Refused(e)) => return Err(e.into()),
+            Err(BodyError::Read(e)) => {
+                ctx.failure = Some(FailureClass::ClientGone);
+                return Err(AdmitError::Io(e));
+            }
+        };
+        let rewritten = rewrite::rewrite(
+            &raw,
+            &api.record,
+            &api.prefix_messages,
+            self.event_data_max_bytes,
+        )?;
+        ctx.stream = rewritten.stream;
+        ctx.body = rewritten.body;
+        ctx.request_data = rewritten.request_data;
+        ctx.prompt_estimate = rewritten.prompt_estimate;
+        ctx.meter = Some(UsageMeter::new(rewritten.stream, self.event_data_max_bytes));
+        Ok(Admission::Forward)
+    }
+
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        status: u16,
+        body: Bytes,
+    ) -> Result<Admission, AdmitError> {
+        respond::json(session, ctx.request_id, status, body, &[])
+            .await
+            .map_err(AdmitError::Io)?;
+        Ok(Admission::Answered)
+    }
+
+    /// 200 when Redis and the broker are reachable, else 503 naming what is down.
+    async fn readyz(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Result<Admission, AdmitError> {
+        let redis = self.auth.redis_ping().await;
+        let broker = self.publisher.broker_connected();
+        let word = |up: bool| if up { "up" } else { "down" };
+        let body = serde_json::json!({"status": if redis && broker { "ready" } else { "not_ready" }, "redis": word(redis), "broker": word(broker)});
+        let status = if redis && broker { 200 } else { 503 };
+        self.answer(session, ctx, status, Bytes::from(body.to_string()))
+            .await
+    }
+}

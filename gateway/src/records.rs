@@ -1,0 +1,312 @@
+//! The records the hot path reads: the key record (by the key's hash) and the wrapped API
+//! record, in their stored form (Redis JSON, filled from PostgreSQL on a cold miss) and in their
+//! loaded form (provider key decrypted once, prompt compiled once, upstream resolved once).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+use wrapx_core::{
+    crypto::{provider_key_aad, MasterKeys},
+    prompt::{CompiledPrompt, Example, PromptConfig},
+    types::{ProviderKind, SystemMessagePolicy},
+};
+use zeroize::Zeroizing;
+
+use crate::upstream::UpstreamTarget;
+
+/// What the gateway knows of one key. Never holds the key itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: Uuid,
+    pub key_hash: String,
+    pub wrapped_api_id: Uuid,
+    pub user_id: Uuid,
+    /// Active and not revoked.
+    pub active: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The per-key rate limit of a wrapped API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitRecord {
+    pub limit: u32,
+    pub window_seconds: u32,
+}
+
+/// A wrapped API as stored in Redis: the provider key stays encrypted there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub endpoint_id: String,
+    pub active: bool,
+    pub owner_active: bool,
+    pub model: String,
+    pub system_message_policy: SystemMessagePolicy,
+    pub max_tokens_cap: Option<u32>,
+    pub provider_id: Uuid,
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub api_key_ciphertext: String,
+    pub prompt: CompiledPrompt,
+    /// OpenAI `tools` entries.
+    pub tools: Vec<Value>,
+    pub rate_limit: Option<RateLimitRecord>,
+    pub config_version: Option<i32>,
+}
+
+/// A wrapped API ready for requests. The provider key is decrypted once and wiped on drop.
+pub struct LoadedApi {
+    pub record: ApiRecord,
+    /// `Bearer <provider key>`.
+    pub authorization: Zeroizing<String>,
+    /// The compiled system message and few-shot turns, as chat messages, in order.
+    pub prefix_messages: Vec<Value>,
+    pub upstream: UpstreamTarget,
+    /// The `/v1/models` answer.
+    pub models_body: bytes::Bytes,
+}
+
+impl std::fmt::Debug for LoadedApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedApi")
+            .field("id", &self.record.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a wrapped API could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the provider key does not decrypt: {0}")]
+    Decrypt(#[from] wrapx_core::crypto::CryptoError),
+    #[error("the provider base URL is unusable: {0}")]
+    Upstream(String),
+}
+
+impl LoadedApi {
+    pub async fn load(
+        record: ApiRecord,
+        keys: &MasterKeys,
+        allow_loopback: bool,
+    ) -> Result<Arc<Self>, LoadError> {
+        let plain = keys.decrypt(
+            &record.api_key_ciphertext,
+            &provider_key_aad(record.provider_id, record.user_id),
+        )?;
+        let mut authorization = Zeroizing::new(String::with_capacity(7 + plain.len()));
+        authorization.push_str("Bearer ");
+        authorization.push_str(&String::from_utf8_lossy(&plain));
+        let upstream = UpstreamTarget::resolve(&record.base_url, allow_loopback)
+            .await
+            .map_err(LoadError::Upstream)?;
+        let prefix_messages = prefix_messages(&record.prompt);
+        let models_body = serde_json::to_vec(&json!({
+            "object": "list",
+            "data": [{"id": record.model, "object": "model", "created": 0, "owned_by": record.provider.as_str()}],
+        }))
+        .unwrap_or_default()
+        .into();
+        Ok(Arc::new(Self {
+            record,
+            authorization,
+            prefix_messages,
+            upstream,
+            models_body,
+        }))
+    }
+}
+
+/// The system message first, then each example as a user turn and an assistant turn.
+pub fn prefix_messages(prompt: &CompiledPrompt) -> Vec<Value> {
+    let mut messages = Vec::with_capacity(1 + 2 * prompt.examples.len());
+    if let Some(system) = &prompt.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for Example { user, assistant } in &prompt.examples {
+        messages.push(json!({"role": "user", "content": user}));
+        messages.push(json!({"role": "assistant", "content": assistant}));
+    }
+    messages
+}
+
+/// The key record from PostgreSQL; `None` when no key has this hash.
+pub async fn key_from_db(db: &PgPool, key_hash: &str) -> sqlx::Result<Option<KeyRecord>> {
+    let row = sqlx::query(
+        "SELECT k.id, k.wrapped_api_id, w.user_id, k.is_active AND k.revoked_at IS NULL AS active, k.expires_at
+         FROM api_keys k JOIN wrapped_apis w ON w.id = k.wrapped_api_id
+         WHERE k.key_hash = $1",
+    )
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok(KeyRecord {
+            key_id: r.try_get("id")?,
+            key_hash: key_hash.to_owned(),
+            wrapped_api_id: r.try_get("wrapped_api_id")?,
+            user_id: r.try_get("user_id")?,
+            active: r.try_get("active")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// The wrapped API record from PostgreSQL; `None` when it was deleted.
+pub async fn api_from_db(db: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiRecord>> {
+    let Some(r) = sqlx::query(
+        r#"SELECT w.id, w.user_id, w.endpoint_id, w.model, w.is_active, u.is_active AS owner_active,
+                  w.system_message_policy, w.max_tokens_cap,
+                  p.id AS provider_id, p.provider_name, p.api_base_url, p.api_key_ciphertext,
+                  pc.role, pc.instructions, pc.rules, pc.behavior, pc.tone, pc.examples, pc.current_version,
+                  rl."limit" AS rl_limit, rl.window_seconds AS rl_window
+           FROM wrapped_apis w
+           JOIN users u ON u.id = w.user_id
+           JOIN llm_providers p ON p.id = w.provider_id
+           LEFT JOIN prompt_configs pc ON pc.wrapped_api_id = w.id
+           LEFT JOIN rate_limits rl ON rl.wrapped_api_id = w.id
+           WHERE w.id = $1"#,
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let provider_name: String = r.try_get("provider_name")?;
+    let provider: ProviderKind = provider_name
+        .parse()
+        .map_err(|e: wrapx_core::types::UnknownVariant| sqlx::Error::Decode(e.into()))?;
+    let base_url: Option<String> = r.try_get("api_base_url")?;
+    let base_url = base_url
+        .or_else(|| provider.default_base_url().map(str::to_owned))
+        .unwrap_or_default();
+    let policy: String = r.try_get("system_message_policy")?;
+    let examples: Option<Value> = r.try_get("examples")?;
+    let examples: Vec<Example> = examples
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(e.into()))?
+        .unwrap_or_default();
+    let text = |name: &str| -> sqlx::Result<String> {
+        Ok(r.try_get::<Option<String>, _>(name)?.unwrap_or_default())
+    };
+    let prompt = PromptConfig {
+        role: text("role")?,
+        instructions: text("instructions")?,
+        rules: text("rules")?,
+        behavior: text("behavior")?,
+        tone: text("tone")?,
+        examples,
+    }
+    .compile();
+    let cap: Option<i32> = r.try_get("max_tokens_cap")?;
+    let rl_limit: Option<i32> = r.try_get("rl_limit")?;
+    let rl_window: Option<i32> = r.try_get("rl_window")?;
+    let tools = sqlx::query(
+        "SELECT t.tool_name, t.tool_type, t.tool_config
+         FROM wrapped_api_tools wat JOIN tools t ON t.id = wat.tool_id
+         WHERE wat.wrapped_api_id = $1 ORDER BY t.tool_name",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .filter_map(|t| {
+        let name: String = t.try_get("tool_name").ok()?;
+        let kind: String = t.try_get("tool_type").ok()?;
+        let config: Value = t.try_get("tool_config").ok()?;
+        openai_tool(&name, &kind, config)
+    })
+    .collect();
+    Ok(Some(ApiRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        endpoint_id: r.try_get("endpoint_id")?,
+        active: r.try_get("is_active")?,
+        owner_active: r.try_get("owner_active")?,
+        model: r.try_get("model")?,
+        system_message_policy: policy.parse().unwrap_or_default(),
+        max_tokens_cap: cap.and_then(|c| u32::try_from(c).ok()),
+        provider_id: r.try_get("provider_id")?,
+        provider,
+        base_url,
+        api_key_ciphertext: r.try_get("api_key_ciphertext")?,
+        prompt,
+        tools,
+        rate_limit: match (rl_limit, rl_window) {
+            (Some(limit), Some(window)) => Some(RateLimitRecord {
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                window_seconds: u32::try_from(window).unwrap_or(60),
+            }),
+            _ => None,
+        },
+        config_version: r.try_get("current_version")?,
+    }))
+}
+
+/// A stored tool as an OpenAI Chat Completions `tools` entry. Only function tools exist in that
+/// API; the other kinds (thinking, web search, code interpreter) are provider features the
+/// providers issue maps, so they are left out here.
+fn openai_tool(name: &str, kind: &str, config: Value) -> Option<Value> {
+    if kind != "function" {
+        return None;
+    }
+    let mut function = match config {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    // A config that already wraps itself as {"type":"function","function":{...}} is unwrapped.
+    if let Some(Value::Object(inner)) = function.remove("function") {
+        function = inner;
+    }
+    function.remove("type");
+    function.insert("name".into(), Value::String(name.to_owned()));
+    Some(json!({"type": "function", "function": function}))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn prefix_is_system_then_example_turns() {
+        let prompt = CompiledPrompt {
+            system: Some("You are a pirate.".into()),
+            examples: vec![Example {
+                user: "hi".into(),
+                assistant: "arr".into(),
+            }],
+        };
+        assert_eq!(
+            prefix_messages(&prompt),
+            vec![
+                json!({"role": "system", "content": "You are a pirate."}),
+                json!({"role": "user", "content": "hi"}),
+                json!({"role": "assistant", "content": "arr"}),
+            ]
+        );
+        assert!(prefix_messages(&CompiledPrompt::default()).is_empty());
+    }
+
+    #[test]
+    fn function_tools_become_openai_tools() {
+        let t = openai_tool(
+            "lookup",
+            "function",
+            json!({"description": "d", "parameters": {"type": "object"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            json!({"type": "function", "function": {"name": "lookup", "description": "d", "parameters": {"type": "object"}}})
+        );
+        assert!(openai_tool("think", "thinking", json!({})).is_none());
+    }
+}

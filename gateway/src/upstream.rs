@@ -1,0 +1,240 @@
+//! The provider side: where to connect (resolved once per loaded record), the peer with its
+//! timeouts and TLS, the request headers the provider gets, and how upstream failures map to
+//! the contract's 502 and 504.
+
+use std::{net::SocketAddr, time::Duration};
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::RequestHeader;
+
+use crate::errors::ErrorKind;
+
+/// The provider's address, resolved when its record is loaded (records live seconds, so DNS
+/// changes are followed).
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// The name for SNI and certificate checks.
+    pub sni: String,
+    /// The `Host` header: the name, with the port when it is not the scheme's default.
+    pub host: String,
+    /// The path of the chat completions route, e.g. `/v1/chat/completions`.
+    pub chat_path: String,
+}
+
+impl UpstreamTarget {
+    pub async fn resolve(base_url: &str, allow_loopback: bool) -> Result<Self, String> {
+        let url = url::Url::parse(base_url).map_err(|e| format!("{e}"))?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => return Err(format!("unsupported scheme {other}")),
+        };
+        let name = url
+            .host_str()
+            .ok_or("no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url.port_or_known_default().ok_or("no port")?;
+        let addr = tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot resolve {name}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{name} resolves to no address"))?;
+        if !allow_loopback && is_internal(addr) {
+            return Err(format!("{name} resolves to an internal address"));
+        }
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&name)),
+            None => url.host_str().unwrap_or(&name).to_owned(),
+        };
+        let base = url.path().trim_end_matches('/');
+        Ok(Self {
+            addr,
+            tls,
+            sni: name,
+            host,
+            chat_path: format!("{base}/chat/completions"),
+        })
+    }
+
+    /// A peer with the configured timeouts. pingora has one per-read upstream timeout, so it
+    /// bounds both the wait for the first byte and the silence between two chunks: it is the
+    /// larger of the two settings, so neither is ever cut shorter than configured.
+    pub fn peer(&self, timeouts: &Timeouts) -> Box<HttpPeer> {
+        let mut peer = HttpPeer::new(self.addr, self.tls, self.sni.clone());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.first_byte.max(timeouts.idle));
+        peer.options.write_timeout = Some(timeouts.idle);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Box::new(peer)
+    }
+}
+
+fn is_internal(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+/// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Rewrites the client's request header into the provider's: path, host, the provider's key
+/// instead of the client's, no hop-by-hop headers, the rewritten body's length, no compression
+/// (usage is read from the answer on the way through).
+pub fn prepare_request(
+    req: &mut RequestHeader,
+    target: &UpstreamTarget,
+    authorization: &str,
+    body_len: usize,
+) -> pingora_error::Result<()> {
+    // Headers the `Connection` header nominates are hop-by-hop too.
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in nominated.iter().map(String::as_str).chain(HOP_BY_HOP) {
+        req.remove_header(name);
+    }
+    req.remove_header("x-api-key");
+    req.remove_header("content-length");
+    req.set_uri(
+        http::Uri::try_from(target.chat_path.as_str())
+            .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?,
+    );
+    req.insert_header("host", target.host.as_str())?;
+    let mut auth = http::HeaderValue::from_str(authorization)
+        .map_err(|e| Error::because(ErrorType::InternalError, "provider key header", e))?;
+    auth.set_sensitive(true);
+    req.insert_header("authorization", auth)?;
+    req.insert_header("content-length", body_len.to_string())?;
+    req.insert_header("accept-encoding", "identity")?;
+    Ok(())
+}
+
+/// How a proxy error ends for the client: a timeout (504), an upstream failure (502), the
+/// client gone (no answer possible), or the gateway's own fault (500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    Timeout,
+    Upstream,
+    ClientGone,
+    Internal,
+}
+
+impl FailureClass {
+    pub fn of(e: &Error) -> Self {
+        use ErrorType::*;
+        match (e.esource(), e.etype()) {
+            (ErrorSource::Downstream, _) => Self::ClientGone,
+            (_, ConnectTimedout | ReadTimedout | WriteTimedout) => Self::Timeout,
+            (ErrorSource::Upstream, _) => Self::Upstream,
+            (
+                _,
+                ConnectRefused | ConnectNoRoute | ConnectError | ConnectionClosed
+                | TLSHandshakeFailure,
+            ) => Self::Upstream,
+            _ => Self::Internal,
+        }
+    }
+
+    pub fn error_kind(self) -> ErrorKind {
+        match self {
+            Self::Timeout => ErrorKind::UpstreamTimeout,
+            Self::Upstream => ErrorKind::UpstreamError,
+            Self::ClientGone | Self::Internal => ErrorKind::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn targets_keep_the_base_path_and_port() {
+        let t = UpstreamTarget::resolve("http://127.0.0.1:8089/v1", true)
+            .await
+            .unwrap();
+        assert_eq!(t.chat_path, "/v1/chat/completions");
+        assert_eq!(t.host, "127.0.0.1:8089");
+        assert!(!t.tls);
+        let t = UpstreamTarget::resolve("http://127.0.0.1:80/openai/v1/", true)
+            .await
+            .unwrap();
+        assert_eq!(t.chat_path, "/openai/v1/chat/completions");
+        assert!(UpstreamTarget::resolve("http://127.0.0.1:8089/v1", false)
+            .await
+            .is_err());
+        assert!(UpstreamTarget::resolve("ftp://x/v1", true).await.is_err());
+    }
+
+    #[test]
+    fn the_client_key_and_hop_by_hop_headers_never_go_upstream() {
+        let target = UpstreamTarget {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: false,
+            sni: "h".into(),
+            host: "h:1".into(),
+            chat_path: "/v1/chat/completions".into(),
+        };
+        let mut req = RequestHeader::build("POST", b"/w/ep_x/v1/chat/completions", None).unwrap();
+        for (n, v) in [
+            ("authorization", "Bearer wxk_client"),
+            ("x-api-key", "wxk_client"),
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-mock-behavior", "normal"),
+            ("content-length", "5"),
+        ] {
+            req.append_header(n, v).unwrap();
+        }
+        prepare_request(&mut req, &target, "Bearer sk-provider", 42).unwrap();
+        let get = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(get("authorization").as_deref(), Some("Bearer sk-provider"));
+        assert_eq!(get("x-api-key"), None);
+        assert_eq!(get("connection"), None);
+        assert_eq!(get("x-secret-hop"), None);
+        assert_eq!(get("transfer-encoding"), None);
+        assert_eq!(get("x-mock-behavior").as_deref(), Some("normal"));
+        assert_eq!(get("content-length").as_deref(), Some("42"));
+        assert_eq!(get("host").as_deref(), Some("h:1"));
+        assert_eq!(req.uri.path(), "/v1/chat/completions");
+    }
+}

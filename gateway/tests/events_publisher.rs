@@ -1,0 +1,473 @@
+//! The event publisher against a real RabbitMQ, each test on its own vhost: delivery with
+//! confirms, outages (through a TCP forwarder the test switches off and on), unroutable
+//! publishes, shutdown flushes and the replay of a spool left by an earlier run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::{
+    options::{
+        BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
+    types::FieldTable,
+    Channel,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wrapx_core::{
+    amqp::{self, LOGS_QUEUE, WEBHOOK_EVENTS_QUEUE},
+    config::Settings,
+    events::{Event, RequestEvent, RequestOutcome, Usage},
+    types::ProviderKind,
+};
+use wrapx_gateway::events::EventPublisher;
+
+const RABBIT: &str = "127.0.0.1:5672";
+
+fn settings(amqp_url: &str, spool: &Path) -> Settings {
+    let mut s = wrapx_core::testing::settings(
+        "postgres://unused@127.0.0.1/unused",
+        amqp_url,
+        &wrapx_core::testing::redis_prefix(),
+    );
+    s.gateway.spool_dir = spool.display().to_string();
+    s.amqp.publish_timeout_ms = 3000;
+    s.gateway.shutdown_grace_ms = 10_000;
+    s
+}
+
+/// The vhost's path part of an AMQP URL, to rebuild the URL on another port.
+fn vhost_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+fn event(i: usize) -> Event {
+    let (outcome, status) = match i % 3 {
+        0 => (RequestOutcome::Completed, 200),
+        1 => (RequestOutcome::UpstreamError, 502),
+        _ => (RequestOutcome::RateLimited, 429),
+    };
+    Event::Request(RequestEvent {
+        request_id: Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        key_id: Uuid::now_v7(),
+        wrapped_api_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+        provider: ProviderKind::Openai,
+        model: "gpt-4o-mini".into(),
+        status,
+        outcome,
+        stream: i.is_multiple_of(2),
+        latency_ms: 12,
+        ttfb_ms: Some(3),
+        usage: Usage::default(),
+        request_data: serde_json::json!({ "i": i, "messages": [{"role": "user", "content": "hi"}] }),
+        response_data: serde_json::Value::Null,
+        error: None,
+        config_version: Some(1),
+    })
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn test_channel(url: &str) -> Channel {
+    let connection = amqp::connect_url(url, "test").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // The connection lives as long as the channel needs it.
+    std::mem::forget(connection);
+    channel
+}
+
+async fn queue_len(channel: &Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+}
+
+/// Takes `count` messages off the queue: (message id, body, delivery mode).
+async fn take(channel: &Channel, queue: &str, count: usize) -> Vec<(String, Vec<u8>, u8)> {
+    channel
+        .basic_qos(1000, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue,
+            &Uuid::now_v7().to_string(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while out.len() < count {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        let props = &delivery.properties;
+        out.push((
+            props.message_id().as_ref().unwrap().to_string(),
+            delivery.data.clone(),
+            props.delivery_mode().unwrap_or(0),
+        ));
+    }
+    channel
+        .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    out
+}
+
+/// Asserts the queue holds exactly these events, once each, with their ids and bodies.
+async fn assert_exactly(channel: &Channel, events: &[Event]) {
+    assert_eq!(
+        queue_len(channel, LOGS_QUEUE).await as usize,
+        events.len(),
+        "messages on {LOGS_QUEUE}"
+    );
+    let got = take(channel, LOGS_QUEUE, events.len()).await;
+    assert_eq!(got.len(), events.len());
+    let ids: HashSet<&str> = got.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "duplicate message ids");
+    let by_id: std::collections::HashMap<String, &Event> =
+        events.iter().map(|e| (e.id().to_string(), e)).collect();
+    for (id, body, mode) in &got {
+        let event = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("unexpected message id {id}"));
+        assert_eq!(body, &event.to_json().unwrap(), "body of {id}");
+        assert_eq!(Event::from_json(body).unwrap().id().to_string(), *id);
+        assert_eq!(*mode, 2, "persistent");
+    }
+}
+
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".jsonl")
+        })
+        .count()
+}
+
+/// A TCP forwarder to RabbitMQ the test switches on and off: off refuses new connections (by
+/// closing them at once) and cuts the live ones.
+struct Forwarder {
+    port: u16,
+    enabled: Arc<AtomicBool>,
+    cut: Arc<Mutex<CancellationToken>>,
+}
+
+impl Forwarder {
+    async fn start(enabled: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let enabled = Arc::new(AtomicBool::new(enabled));
+        let cut = Arc::new(Mutex::new(CancellationToken::new()));
+        let (on, token) = (Arc::clone(&enabled), Arc::clone(&cut));
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                if !on.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let cut = token.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(RABBIT).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { port, enabled, cut }
+    }
+
+    fn url(&self, vhost_url: &str) -> String {
+        format!(
+            "amqp://guest:guest@127.0.0.1:{}/{}",
+            self.port,
+            vhost_of(vhost_url)
+        )
+    }
+
+    fn set(&self, on: bool) {
+        self.enabled.store(on, Ordering::SeqCst);
+        if !on {
+            let mut cut = self.cut.lock().unwrap();
+            cut.cancel();
+            *cut = CancellationToken::new();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivers_every_event_once_with_its_id_and_body() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (publisher, task) =
+        EventPublisher::start(&settings(&vhost, spool.path()), shutdown.clone())
+            .await
+            .unwrap();
+    eventually("connected", Duration::from_secs(10), || async {
+        publisher.broker_connected()
+    })
+    .await;
+
+    let events: Vec<Event> = (0..3000).map(event).collect();
+    for e in &events {
+        publisher.publish(e.clone());
+    }
+    let t = Instant::now();
+    eventually("all confirmed", Duration::from_secs(20), || async {
+        publisher.stats().confirmed == 3000
+    })
+    .await;
+    eprintln!("TIMING confirmed 3000 in {:?}", t.elapsed());
+    let stats = publisher.stats();
+    assert_eq!((stats.spooled, stats.unroutable, stats.dropped), (0, 0, 0));
+
+    let channel = test_channel(&vhost).await;
+    assert_exactly(&channel, &events).await;
+    shutdown.cancel();
+    task.join().await;
+    assert_eq!(segment_files(spool.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let forwarder = Forwarder::start(false).await;
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (publisher, task) = EventPublisher::start(
+        &settings(&forwarder.url(&vhost), spool.path()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+
+    // Down from the start: publishing returns at once and everything lands on disk.
+    let first: Vec<Event> = (0..500).map(event).collect();
+    let started = Instant::now();
+    for e in &first {
+        publisher.publish(e.clone());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "publish waited: {:?}",
+        started.elapsed()
+    );
+    eventually("all spooled", Duration::from_secs(10), || async {
+        publisher.spooled() == 500
+    })
+    .await;
+    assert!(!publisher.broker_connected());
+    assert_eq!(publisher.stats().confirmed, 0);
+    assert!(segment_files(spool.path()) >= 1);
+
+    // Back: every spooled event is replayed, exactly once.
+    forwarder.set(true);
+    eventually("replayed", Duration::from_secs(30), || async {
+        let s = publisher.stats();
+        s.spooled == 0 && s.confirmed == 500
+    })
+    .await;
+    let channel = test_channel(&vhost).await;
+    assert_exactly(&channel, &first).await;
+
+    // A live session cut: the publisher notices, spools, reconnects and replays.
+    forwarder.set(false);
+    eventually("disconnected", Duration::from_secs(10), || async {
+        !publisher.broker_connected()
+    })
+    .await;
+    let second: Vec<Event> = (0..300).map(event).collect();
+    for e in &second {
+        publisher.publish(e.clone());
+    }
+    eventually("spooled again", Duration::from_secs(10), || async {
+        publisher.spooled() == 300
+    })
+    .await;
+    forwarder.set(true);
+    eventually("replayed again", Duration::from_secs(30), || async {
+        let s = publisher.stats();
+        s.spooled == 0 && s.confirmed == 800
+    })
+    .await;
+    assert!(publisher.broker_connected());
+    assert_exactly(&channel, &second).await;
+    assert_eq!(publisher.stats().dropped, 0);
+
+    shutdown.cancel();
+    task.join().await;
+    assert_eq!(segment_files(spool.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unroutable_event_is_not_taken_as_delivered() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let s = settings(&vhost, spool.path());
+    let (publisher, task) = EventPublisher::start(&s, shutdown.clone()).await.unwrap();
+    eventually("connected", Duration::from_secs(10), || async {
+        publisher.broker_connected()
+    })
+    .await;
+
+    // Every queue the events exchange routes to is gone: the broker returns each message.
+    let channel = test_channel(&vhost).await;
+    for queue in [LOGS_QUEUE, WEBHOOK_EVENTS_QUEUE] {
+        channel
+            .queue_delete(queue, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    let events: Vec<Event> = (0..50).map(event).collect();
+    for e in &events {
+        publisher.publish(e.clone());
+    }
+    eventually("returned and spooled", Duration::from_secs(10), || async {
+        let s = publisher.stats();
+        eprintln!("STATS {s:?}");
+        s.unroutable >= 50 && s.spooled == 50
+    })
+    .await;
+    assert_eq!(publisher.stats().confirmed, 0);
+
+    // The queues come back: the spooled events are replayed and delivered once.
+    amqp::declare_topology(&channel, &s.amqp.webhook_retry_delays_ms)
+        .await
+        .unwrap();
+    eventually("delivered", Duration::from_secs(30), || async {
+        let s = publisher.stats();
+        s.spooled == 0 && s.confirmed == 50
+    })
+    .await;
+    assert_exactly(&channel, &events).await;
+    shutdown.cancel();
+    task.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_flushes_what_memory_holds_to_the_broker() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (publisher, task) =
+        EventPublisher::start(&settings(&vhost, spool.path()), shutdown.clone())
+            .await
+            .unwrap();
+    eventually("connected", Duration::from_secs(10), || async {
+        publisher.broker_connected()
+    })
+    .await;
+
+    let events: Vec<Event> = (0..5000).map(event).collect();
+    for e in &events {
+        publisher.publish(e.clone());
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), task.join())
+        .await
+        .expect("join within the grace period");
+    let stats = publisher.stats();
+    assert_eq!((stats.confirmed, stats.spooled), (5000, 0));
+    assert!(!publisher.broker_connected());
+    assert_exactly(&test_channel(&vhost).await, &events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spool_left_by_an_earlier_run_is_replayed_at_start() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let forwarder = Forwarder::start(false).await;
+    let spool = tempfile::tempdir().unwrap();
+
+    // First run: no broker; shutdown puts everything on disk.
+    let shutdown = CancellationToken::new();
+    let (publisher, task) = EventPublisher::start(
+        &settings(&forwarder.url(&vhost), spool.path()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let events: Vec<Event> = (0..400).map(event).collect();
+    for e in &events {
+        publisher.publish(e.clone());
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), task.join())
+        .await
+        .expect("join");
+    assert_eq!(publisher.spooled(), 400);
+    assert!(segment_files(spool.path()) >= 1);
+    drop(publisher);
+
+    // Second run, broker reachable: the leftovers are replayed, once each, and deleted.
+    let shutdown = CancellationToken::new();
+    let (publisher, task) =
+        EventPublisher::start(&settings(&vhost, spool.path()), shutdown.clone())
+            .await
+            .unwrap();
+    assert_eq!(publisher.spooled(), 400, "leftovers counted at start");
+    eventually("replayed", Duration::from_secs(30), || async {
+        let s = publisher.stats();
+        s.spooled == 0 && s.confirmed == 400
+    })
+    .await;
+    assert_exactly(&test_channel(&vhost).await, &events).await;
+    eventually("segments deleted", Duration::from_secs(5), || async {
+        segment_files(spool.path()) == 0
+    })
+    .await;
+    shutdown.cancel();
+    task.join().await;
+}

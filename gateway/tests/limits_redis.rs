@@ -1,0 +1,318 @@
+//! The rate limiter against real Redis (each test under its own key prefix) and against a
+//! private `redis-server` the test starts and stops: exactness across instances, the sliding
+//! window's edge, the header values, the local fallback and the recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::BTreeSet,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use redis::AsyncCommands;
+use uuid::Uuid;
+use wrapx_core::cache::CacheNames;
+use wrapx_gateway::limits::{Decision, LimitSource, RateLimiter};
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+fn pool(url: &str) -> deadpool_redis::Pool {
+    let mut settings = wrapx_core::testing::settings(
+        "postgres://unused@127.0.0.1/unused",
+        "amqp://unused",
+        "unused:",
+    )
+    .redis;
+    if !url.is_empty() {
+        settings.url = wrapx_core::config::Secret::new(url);
+    }
+    settings.timeout_ms = TIMEOUT.as_millis() as u64;
+    wrapx_core::redis_pool::pool(&settings).unwrap()
+}
+
+/// The shared test Redis, as the core's test settings name it.
+fn shared_pool() -> deadpool_redis::Pool {
+    pool("")
+}
+
+fn limiter(pool: deadpool_redis::Pool, prefix: &str) -> RateLimiter {
+    RateLimiter::new(pool, CacheNames::new(prefix), 50, TIMEOUT)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_the_limit_passes_across_two_instances() {
+    let prefix = wrapx_core::testing::redis_prefix();
+    let (a, b) = (
+        limiter(shared_pool(), &prefix),
+        limiter(shared_pool(), &prefix),
+    );
+    let subject = Uuid::now_v7();
+    let window = Duration::from_secs(60);
+
+    let checks = (0..50).map(|i| {
+        let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { limiter.check(subject, 10, window).await })
+    });
+    let decisions: Vec<Decision> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    assert!(decisions
+        .iter()
+        .all(|d| d.source == LimitSource::Redis && d.limit == 10));
+    let allowed: Vec<&Decision> = decisions.iter().filter(|d| d.allowed).collect();
+    assert_eq!(allowed.len(), 10);
+    let remaining: BTreeSet<u32> = allowed.iter().map(|d| d.remaining).collect();
+    assert_eq!(
+        remaining,
+        (0..10).collect(),
+        "each admitted request saw its own count"
+    );
+    for d in &decisions {
+        assert!(
+            d.reset_after <= window && d.reset_after > window - Duration::from_secs(5),
+            "{d:?}"
+        );
+        if d.allowed {
+            assert_eq!(d.retry_after, None);
+        } else {
+            assert_eq!(d.remaining, 0);
+            let retry = d.retry_after.unwrap();
+            assert!(
+                retry > window - Duration::from_secs(5) && retry <= window,
+                "{d:?}"
+            );
+        }
+    }
+
+    // The state expires with the window.
+    let mut conn = shared_pool().get().await.unwrap();
+    let ttl: i64 = conn
+        .pttl(CacheNames::new(&prefix).rate_limit(subject))
+        .await
+        .unwrap();
+    assert!(ttl > 55_000 && ttl <= 60_000, "pttl {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_double_burst_at_a_window_edge() {
+    let prefix = wrapx_core::testing::redis_prefix();
+    let (a, b) = (
+        limiter(shared_pool(), &prefix),
+        limiter(shared_pool(), &prefix),
+    );
+    let subject = Uuid::now_v7();
+    let window = Duration::from_secs(1);
+
+    // A fixed window would let 5 through at the end of one window and 5 more at the start of
+    // the next. Hammer across several windows and check every 0.9 s span.
+    let start = Instant::now();
+    let mut admitted = Vec::new();
+    let mut i = 0u32;
+    while start.elapsed() < Duration::from_millis(3500) {
+        let limiter = if i.is_multiple_of(2) { &a } else { &b };
+        i += 1;
+        let d = limiter.check(subject, 5, window).await;
+        assert_eq!(d.source, LimitSource::Redis);
+        if d.allowed {
+            admitted.push(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for (k, &t) in admitted.iter().enumerate() {
+        let in_span = admitted[k..]
+            .iter()
+            .take_while(|&&u| u < t + Duration::from_millis(900))
+            .count();
+        assert!(
+            in_span <= 5,
+            "{in_span} admitted within 0.9 s from {t:?}: {admitted:?}"
+        );
+    }
+    // It is a limiter, not a wall: about 5 per second got through.
+    assert!((15..=20).contains(&admitted.len()), "admitted {admitted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remaining_reset_and_retry_after_are_what_the_headers_need() {
+    let prefix = wrapx_core::testing::redis_prefix();
+    let limiter = limiter(shared_pool(), &prefix);
+    let subject = Uuid::now_v7();
+    let window = Duration::from_secs(2);
+
+    for expected_remaining in [2, 1, 0] {
+        let d = limiter.check(subject, 3, window).await;
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.remaining, expected_remaining);
+        assert!(
+            d.reset_after <= window && d.reset_after > Duration::from_millis(1500),
+            "{d:?}"
+        );
+    }
+    let refused = limiter.check(subject, 3, window).await;
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    let retry = refused.retry_after.unwrap();
+    assert!(
+        retry <= window && retry > Duration::from_millis(1500),
+        "{refused:?}"
+    );
+    assert!(retry <= refused.reset_after);
+
+    // Just before retry-after it is still refused; at retry-after it is admitted again.
+    tokio::time::sleep(retry.saturating_sub(Duration::from_millis(300))).await;
+    assert!(!limiter.check(subject, 3, window).await.allowed);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = limiter.check(subject, 3, window).await;
+    assert!(again.allowed, "{again:?}");
+
+    // Another subject is limited on its own.
+    assert!(limiter.check(Uuid::now_v7(), 3, window).await.allowed);
+    assert!(limiter.redis_healthy());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_or_silent_redis_falls_back_to_the_local_limiter_within_the_timeout() {
+    // Nothing listens: refused at once.
+    let closed = limiter(pool(&format!("redis://127.0.0.1:{}/0", free_port())), "t:");
+    // Accepts connections and never answers: only the timeout ends the wait.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!(
+        "redis://127.0.0.1:{}/0",
+        silent.local_addr().unwrap().port()
+    );
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        loop {
+            sockets.push(silent.accept().await.unwrap().0);
+        }
+    });
+    let slow = limiter(pool(&silent_url), "t:");
+
+    for limiter in [&closed, &slow] {
+        let subject = Uuid::now_v7();
+        let started = Instant::now();
+        let first = limiter.check(subject, 3, Duration::from_secs(60)).await;
+        assert!(
+            started.elapsed() < TIMEOUT + Duration::from_millis(100),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(first.source, LimitSource::Local);
+        assert!(first.allowed);
+        assert!(!limiter.redis_healthy());
+        // The local limiter keeps to the configured limit: 3 per minute for this key.
+        for _ in 0..2 {
+            let d = limiter.check(subject, 3, Duration::from_secs(60)).await;
+            assert!(d.allowed && d.source == LimitSource::Local, "{d:?}");
+        }
+        let refused = limiter.check(subject, 3, Duration::from_secs(60)).await;
+        assert!(!refused.allowed);
+        assert!(
+            refused.retry_after.unwrap() > Duration::from_secs(10),
+            "{refused:?}"
+        );
+        // While Redis is unhealthy, checks do not wait on it.
+        let started = Instant::now();
+        for _ in 0..20 {
+            limiter
+                .check(Uuid::now_v7(), 3, Duration::from_secs(60))
+                .await;
+        }
+        assert!(
+            started.elapsed() < 2 * TIMEOUT + Duration::from_millis(100),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    held.abort();
+}
+
+/// A private `redis-server` on a fixed port, killed on drop.
+struct PrivateRedis(Child);
+
+impl PrivateRedis {
+    async fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self(child)
+    }
+
+    fn stop(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_by_itself_when_redis_comes_back() {
+    let port = free_port();
+    let redis = PrivateRedis::start(port).await;
+    let limiter = limiter(pool(&format!("redis://127.0.0.1:{port}/0")), "t:");
+    let subject = Uuid::now_v7();
+    let window = Duration::from_secs(60);
+    assert_eq!(
+        limiter.check(subject, 1000, window).await.source,
+        LimitSource::Redis
+    );
+    assert!(limiter.redis_healthy());
+
+    redis.stop();
+    let started = Instant::now();
+    let d = limiter.check(subject, 1000, window).await;
+    assert!(started.elapsed() < TIMEOUT + Duration::from_millis(100));
+    assert_eq!(d.source, LimitSource::Local);
+    assert!(!limiter.redis_healthy());
+
+    let _redis = PrivateRedis::start(port).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = limiter.check(subject, 1000, window).await;
+        if d.source == LimitSource::Redis {
+            // A fresh Redis: the script was loaded again by itself (EVALSHA fell back).
+            assert!(d.allowed && d.remaining == 999, "{d:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still local");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(limiter.redis_healthy());
+}

@@ -1,0 +1,83 @@
+//! The official OpenAI Python SDK against `…/w/{endpoint_id}/v1`: a completion, a stream and an
+//! auth error, as a production client sees them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use common::{Env, Gateway};
+use serde_json::Value;
+use wrapx_benches::mock_llm::MockConfig;
+
+const SCRIPT: &str = r#"
+import json, sys, openai
+base, key = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+out = {}
+r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}])
+out["completion"] = r.choices[0].message.content
+out["usage"] = r.usage.completion_tokens
+pieces = []
+usage = None
+for chunk in client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}], stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+    if chunk.usage:
+        usage = chunk.usage.completion_tokens
+out["stream_pieces"] = len(pieces)
+out["stream_usage"] = usage
+bad = openai.OpenAI(base_url=base, api_key="wxk_not-a-real-key", max_retries=0)
+try:
+    bad.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}])
+    out["auth_error"] = None
+except openai.AuthenticationError as e:
+    out["auth_error"] = [e.status_code, e.code, bool(e.response.headers.get("x-request-id"))]
+print(json.dumps(out))
+"#;
+
+fn python() -> PathBuf {
+    std::env::var_os("WRAPX_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_sdk_completes_streams_and_sees_auth_errors() {
+    let env = Env::new(MockConfig {
+        chunks: 4,
+        ..MockConfig::default()
+    })
+    .await;
+    let api = env.api().await;
+    let gw = Gateway::start(&env).await;
+    let base = gw.url(&format!("/w/{}/v1", api.endpoint));
+    let key = api.key.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .args(["-c", SCRIPT, &base, &key])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        result["completion"].as_str().is_some_and(|s| !s.is_empty()),
+        "{result}"
+    );
+    assert_eq!(result["usage"], 4);
+    assert_eq!(result["stream_pieces"], 4);
+    assert_eq!(result["stream_usage"], 4);
+    assert_eq!(
+        result["auth_error"],
+        serde_json::json!([401, "invalid_api_key", true])
+    );
+    assert_eq!(env.events(2, Duration::from_secs(10)).await.len(), 2);
+}

@@ -1,0 +1,184 @@
+//! End to end, across processes: limits shared by two gateways, revocation within a second,
+//! and SIGTERM with a stream in flight. (The broker-outage case is covered at the publisher's
+//! level in events_publisher.rs; the end-to-end version is an open item, see the issue notes.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{chat, error_code, Env, Gateway};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use wrapx_benches::mock_llm::MockConfig;
+use wrapx_core::{
+    cache::{CacheNames, Invalidation},
+    events::RequestOutcome,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_exact_across_two_gateways_sharing_redis() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api_with(env.provider_id, "keep", Some((7, 60))).await;
+    let a = Gateway::start(&env).await;
+    let b = Gateway::start(&env).await;
+    let client = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for i in 0..20u32 {
+        let url = if i.is_multiple_of(2) {
+            a.chat_url(&api)
+        } else {
+            b.chat_url(&api)
+        };
+        let request = client.post(url).bearer_auth(&api.key).json(&chat(false));
+        sends.push(tokio::spawn(async move { request.send().await.unwrap() }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for send in sends {
+        let r = send.await.unwrap();
+        match r.status().as_u16() {
+            200 => {
+                ok += 1;
+                assert_eq!(r.headers()["x-ratelimit-limit-requests"], "7");
+            }
+            429 => {
+                limited += 1;
+                let retry: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=60).contains(&retry));
+                assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "0");
+                assert!(r.headers().contains_key("x-ratelimit-reset-requests"));
+                assert!(r.headers().contains_key("x-request-id"));
+                assert_eq!(
+                    error_code(&r.json::<Value>().await.unwrap()),
+                    "rate_limit_exceeded"
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (7, 13));
+    assert_eq!(env.mock.requests().len(), 7);
+    let events = env.events(20, Duration::from_secs(15)).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.outcome == RequestOutcome::RateLimited)
+            .count(),
+        13
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_key_is_refused_within_a_second() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let gw = Gateway::start(&env).await;
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(gw.chat_url(&api))
+            .bearer_auth(&api.key)
+            .json(&chat(false))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    assert_eq!(
+        send().await.unwrap().status(),
+        200,
+        "served from the caches"
+    );
+
+    // What the admin API does on revoke: the row, then the Redis record, then the message.
+    sqlx::query("UPDATE api_keys SET is_active = false, revoked_at = now() WHERE id = $1")
+        .bind(api.key_id)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let names = CacheNames::new(env.prefix.clone());
+    let redis = redis::Client::open(env.settings.redis.url.expose()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("DEL")
+        .arg(names.key_record(&api.key_hash))
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let message = serde_json::to_string(&Invalidation::Key {
+        key_hash: api.key_hash.clone(),
+    })
+    .unwrap();
+    let revoked_at = Instant::now();
+    redis::cmd("PUBLISH")
+        .arg(names.invalidation_channel())
+        .arg(message)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    loop {
+        let r = send().await.unwrap();
+        if r.status() == 401 {
+            assert_eq!(
+                error_code(&r.json::<Value>().await.unwrap()),
+                "revoked_api_key"
+            );
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "still served after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_stream_in_flight_finish_then_exits_zero() {
+    let env = Env::new(MockConfig {
+        chunks: 12,
+        chunk_interval: Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+    .await;
+    let api = env.api().await;
+    let mut gw = Gateway::start(&env).await;
+    let mut resp = reqwest::Client::new()
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap()).into_owned();
+    gw.sigterm();
+    let port = gw.port;
+    // New connections are refused soon after the signal.
+    let refused = async {
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    assert!(refused.await, "still accepting after SIGTERM");
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "the stream was cut: {text}"
+    );
+    let status = gw.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    let events = env.events(1, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, RequestOutcome::Completed);
+    assert_eq!(events[0].usage.completion_tokens, 12);
+}

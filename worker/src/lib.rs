@@ -1,0 +1,111 @@
+//! The Wrap-X worker: consumes the events the gateway and the admin API publish, writes
+//! `api_logs` in idempotent batches with their cost, keeps billing, quotas and `rate_limits`
+//! current, and delivers signed webhooks with retries through RabbitMQ delay queues.
+//!
+//! Invariant: a message is acknowledged only after the PostgreSQL transaction holding its
+//! effects has committed (or after the broker confirmed the messages it fanned out into), so
+//! a crash at any point redelivers it, and every write is idempotent on the message's id.
+//!
+//! Code map: [`consumer`] owns the broker connection and its reconnect loop and runs one
+//! consumer per queue; each consumer returns an [`outcome::Outcome`] per message, which
+//! [`outcome::settle`] alone turns into an ack or a nack. [`logs`] and [`billing`] are the log
+//! writer; [`webhooks`] fans events out into deliveries and sends them; [`notifications`]
+//! raises what the account owner should see; [`metrics`] names what operators watch.
+
+pub mod billing;
+pub mod consumer;
+pub mod logs;
+pub mod metrics;
+pub mod notifications;
+pub mod outcome;
+pub mod publish;
+pub mod webhooks;
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use wrapx_core::{config::Settings, crypto::MasterKeys, pricing::Pricing, telemetry};
+
+/// What every consumer shares: settings, the database pool, the pricing table, the master
+/// keys that decrypt webhook secrets, and the HTTP client that only reaches checked addresses.
+pub struct Worker {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub pricing: Pricing,
+    pub keys: MasterKeys,
+    /// The webhook client: SSRF-checked DNS, no proxy, no automatic redirects.
+    pub http: reqwest::Client,
+    /// Models priced at the default, already flagged in the log (once per model per process).
+    flagged_models: Mutex<HashSet<String>>,
+}
+
+impl Worker {
+    pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = wrapx_core::db::pool(&settings.database)?;
+        let pricing = Pricing::load(Path::new(&settings.worker.pricing_file))?;
+        let keys = MasterKeys::from_settings(&settings.security)?;
+        let http = webhooks::ssrf::client(
+            settings.security.allow_loopback,
+            Duration::from_millis(settings.worker.webhook_timeout_ms),
+        )
+        .context("build the webhook HTTP client")?;
+        Ok(Self {
+            settings,
+            pool,
+            pricing,
+            keys,
+            http,
+            flagged_models: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Logs, once per model, that a model is missing from the pricing table.
+    pub(crate) fn flag_default_price(&self, model: &str) {
+        let first = match self.flagged_models.lock() {
+            Ok(mut seen) => seen.insert(model.to_owned()),
+            Err(_) => false,
+        };
+        if first {
+            tracing::warn!(
+                model,
+                "model not in the pricing table: priced at the default"
+            );
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains: in-flight batches are written
+/// and acknowledged, in-flight webhook deliveries finish, and the function returns.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let handle = telemetry::prometheus(&metrics::BUCKETS)?;
+    let listener = tokio::net::TcpListener::bind(settings.worker.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "bind worker.metrics_listen {}",
+                settings.worker.metrics_listen
+            )
+        })?;
+    tracing::info!(metrics_listen = %listener.local_addr()?, "wrapx-worker metrics listening");
+    let worker = Arc::new(Worker::build(settings)?);
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(telemetry::serve_metrics(
+        listener,
+        handle,
+        metrics_stop.clone(),
+    ));
+
+    consumer::run(worker, shutdown).await;
+
+    // Metrics stay up until the consumers have drained, so the last counts can be scraped.
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+    Ok(())
+}

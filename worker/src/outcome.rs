@@ -1,0 +1,83 @@
+//! What a handler decided about a message, and the one place that turns the decision into an
+//! AMQP acknowledgement.
+
+use lapin::{
+    options::{BasicAckOptions, BasicNackOptions},
+    Channel,
+};
+
+/// A handler's verdict on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effects are committed (or it needs none): ack.
+    Done,
+    /// It could not be handled now but may be later: nack with requeue.
+    Retry,
+    /// It can never be handled (bad JSON, unknown schema, retries exhausted): nack without
+    /// requeue, so the queue's dead-letter exchange moves it to `wrapx.dead` with its x-death
+    /// record for an operator to look at.
+    DeadLetter,
+}
+
+impl Outcome {
+    /// The `outcome` label of `wrapx_worker_events_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Retry => "retry",
+            Self::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// Which deliveries a settlement covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// The one delivery with this tag.
+    One(u64),
+    /// Every unsettled delivery of the channel up to and including this tag (a batch), and
+    /// how many messages that is, for the metrics.
+    UpTo { tag: u64, count: u64 },
+}
+
+/// Settles messages on `channel` per `outcome`, and counts them under `queue`.
+pub async fn settle(
+    channel: &Channel,
+    queue: &'static str,
+    span: Span,
+    outcome: Outcome,
+) -> lapin::Result<()> {
+    let (tag, multiple, count) = match span {
+        Span::One(tag) => (tag, false, 1),
+        Span::UpTo { tag, count } => (tag, true, count),
+    };
+    let result = match outcome {
+        Outcome::Done => channel.basic_ack(tag, BasicAckOptions { multiple }).await,
+        Outcome::Retry => {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple,
+                        requeue: true,
+                    },
+                )
+                .await
+        }
+        Outcome::DeadLetter => {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple,
+                        requeue: false,
+                    },
+                )
+                .await
+        }
+    };
+    if result.is_ok() {
+        crate::metrics::events(queue, outcome, count);
+    }
+    result
+}
