@@ -1,7 +1,10 @@
 //! Logs and metrics set-up shared by the binaries: `tracing` (text or JSON), and one
 //! Prometheus recorder per process with a small HTTP listener for `/metrics`.
 
-use std::{convert::Infallible, sync::OnceLock};
+use std::{
+    convert::Infallible,
+    sync::{Mutex, OnceLock},
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -40,9 +43,18 @@ pub fn init_tracing(settings: &LogSettings) {
 pub type Buckets<'a> = (&'a str, &'a [f64]);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// Serialises installation: without it a second thread can fail `install_recorder` after the
+/// first installed it but before the first stored the handle, and see neither.
+static INSTALL: Mutex<()> = Mutex::new(());
 
 /// Installs the process's Prometheus recorder once and returns its handle.
 pub fn prometheus(buckets: &[Buckets<'_>]) -> Result<PrometheusHandle> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let _installing = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
@@ -52,16 +64,9 @@ pub fn prometheus(buckets: &[Buckets<'_>]) -> Result<PrometheusHandle> {
             .set_buckets_for_metric(Matcher::Full((*name).to_owned()), bounds)
             .map_err(|e| Error::Config(format!("metrics buckets for {name}: {e}")))?;
     }
-    let handle = match builder.install_recorder() {
-        Ok(handle) => handle,
-        // Another thread won the race: use its recorder.
-        Err(e) => {
-            return HANDLE
-                .get()
-                .cloned()
-                .ok_or_else(|| Error::Config(format!("metrics: {e}")))
-        }
-    };
+    let handle = builder
+        .install_recorder()
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
