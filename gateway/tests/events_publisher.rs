@@ -1,7 +1,6 @@
 //! The event publisher against a real RabbitMQ, each test on its own vhost: delivery with
-//! confirms, outages (through a TCP forwarder the test switches off and on), shutdown flushes
-//! and the replay of a spool left by an earlier run. (Unroutable publishes are an open item:
-//! with lapin 2.5, returns in a pipelined batch are not all reported, see the issue notes.)
+//! confirms, outages (through a TCP forwarder the test switches off and on), unroutable
+//! publishes, shutdown flushes and the replay of a spool left by an earlier run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -18,7 +17,10 @@ use std::{
 use chrono::Utc;
 use futures::StreamExt;
 use lapin::{
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    options::{
+        BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
     types::FieldTable,
     Channel,
 };
@@ -26,9 +28,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_core::{
-    amqp::{self, LOGS_QUEUE},
+    amqp::{self, LOGS_QUEUE, WEBHOOK_EVENTS_QUEUE},
     config::Settings,
-    events::{Event, RequestEvent, RequestOutcome, Usage},
+    events::{AdminEvent, Event, EventType, RequestEvent, RequestOutcome, Usage},
     types::ProviderKind,
 };
 use wrapx_gateway::events::EventPublisher;
@@ -347,6 +349,117 @@ async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
     shutdown.cancel();
     task.join().await;
     assert_eq!(segment_files(spool.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unroutable_event_is_not_taken_as_delivered() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let s = settings(&vhost, spool.path());
+    let (publisher, task) = EventPublisher::start(&s, shutdown.clone()).await.unwrap();
+    eventually("connected", Duration::from_secs(10), || async {
+        publisher.broker_connected()
+    })
+    .await;
+
+    // Every queue the events exchange routes to is gone: the broker returns each message.
+    let channel = test_channel(&vhost).await;
+    for queue in [LOGS_QUEUE, WEBHOOK_EVENTS_QUEUE] {
+        channel
+            .queue_delete(queue, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    let events: Vec<Event> = (0..50).map(event).collect();
+    for e in &events {
+        publisher.publish(e.clone());
+    }
+    eventually("returned and spooled", Duration::from_secs(10), || async {
+        let s = publisher.stats();
+        s.unroutable >= 50 && s.spooled == 50
+    })
+    .await;
+    assert_eq!(publisher.stats().confirmed, 0);
+
+    // The queues come back: the spooled events are replayed and delivered once.
+    amqp::declare_topology(&channel, &s.amqp.webhook_retry_delays_ms)
+        .await
+        .unwrap();
+    eventually("delivered", Duration::from_secs(30), || async {
+        let s = publisher.stats();
+        s.spooled == 0 && s.confirmed == 50
+    })
+    .await;
+    assert_exactly(&channel, &events).await;
+    shutdown.cancel();
+    task.join().await;
+}
+
+/// A key event that only `wrapx.webhook-events` takes (`#`), never `wrapx.logs`.
+fn key_event() -> Event {
+    Event::Admin(AdminEvent {
+        event_id: Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        event_type: EventType::KeyCreated,
+        user_id: Uuid::now_v7(),
+        wrapped_api_id: Uuid::now_v7(),
+        data: serde_json::json!({ "key_id": Uuid::now_v7() }),
+    })
+}
+
+/// Routed and unroutable events interleaved in one pipelined batch: each is settled by its own
+/// fate, not by whichever confirm the broker's return happened to ride on. (lapin hands a
+/// return to the next confirm an ack completes, in no set order.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_mixed_batch_only_the_unroutable_events_are_spooled() {
+    let vhost = wrapx_core::testing::create_vhost();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let s = settings(&vhost, spool.path());
+    let (publisher, task) = EventPublisher::start(&s, shutdown.clone()).await.unwrap();
+    eventually("connected", Duration::from_secs(10), || async {
+        publisher.broker_connected()
+    })
+    .await;
+    // After the publisher declared the topology on connecting.
+    let channel = test_channel(&vhost).await;
+    channel
+        .queue_delete(WEBHOOK_EVENTS_QUEUE, QueueDeleteOptions::default())
+        .await
+        .unwrap();
+
+    let routed: Vec<Event> = (0..40).map(event).collect();
+    let unroutable: Vec<Event> = (0..40).map(|_| key_event()).collect();
+    for (r, u) in routed.iter().zip(&unroutable) {
+        publisher.publish(r.clone());
+        publisher.publish(u.clone());
+    }
+    eventually("settled", Duration::from_secs(10), || async {
+        let s = publisher.stats();
+        s.confirmed == 40 && s.spooled == 40 && s.unroutable >= 40
+    })
+    .await;
+    // Exactly the request events reached the logs queue, each once.
+    assert_exactly(&channel, &routed).await;
+
+    // The queue comes back: only the key events are replayed, each once.
+    amqp::declare_topology(&channel, &s.amqp.webhook_retry_delays_ms)
+        .await
+        .unwrap();
+    eventually("replayed", Duration::from_secs(30), || async {
+        let s = publisher.stats();
+        s.spooled == 0 && s.confirmed == 80
+    })
+    .await;
+    assert_eq!(queue_len(&channel, LOGS_QUEUE).await, 0);
+    let got = take(&channel, WEBHOOK_EVENTS_QUEUE, 40).await;
+    let ids: HashSet<String> = got.into_iter().map(|(id, _, _)| id).collect();
+    let expected: HashSet<String> = unroutable.iter().map(|e| e.id().to_string()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(queue_len(&channel, WEBHOOK_EVENTS_QUEUE).await, 0);
+    shutdown.cancel();
+    task.join().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -66,6 +66,12 @@ impl Broker {
     /// Publishes the whole batch before awaiting any confirm (the broker confirms them in one
     /// stream), each persistent and mandatory with its request id as message id. Every
     /// outcome is known by `deadline` at the latest.
+    ///
+    /// A returned (unroutable) message is told by its message id, not by the confirm that
+    /// carries it: lapin hands a `basic.return` to whichever pending confirm an ack completes
+    /// next, and an ack with `multiple` completes them in no particular order. The broker
+    /// sends the return before the ack of the same message, so by the time every confirm of
+    /// the batch is in, every return of the batch is among them.
     pub(super) async fn publish_batch(
         &self,
         batch: &[Outgoing],
@@ -73,15 +79,44 @@ impl Broker {
     ) -> Vec<Outcome> {
         // join_all polls the futures in order the first time, so frames and delivery tags are
         // in batch order.
-        join_all(
+        let confirmations = join_all(
             batch
                 .iter()
                 .map(|message| self.publish_one(message, deadline)),
         )
-        .await
+        .await;
+        let mut returned: Vec<String> = Vec::new();
+        let mut outcomes: Vec<Outcome> = confirmations
+            .into_iter()
+            .map(|confirmation| {
+                let (outcome, carried) = match confirmation {
+                    Some(Confirmation::Ack(carried)) => (Outcome::Confirmed, carried),
+                    Some(Confirmation::NotRequested) => (Outcome::Confirmed, None),
+                    Some(Confirmation::Nack(carried)) => (Outcome::Nacked, carried),
+                    None => (Outcome::Unknown, None),
+                };
+                // The carried return may be another message's: it is settled below by id.
+                if let Some(id) = carried.and_then(|m| m.properties.message_id().clone()) {
+                    returned.push(id.to_string());
+                }
+                outcome
+            })
+            .collect();
+        if !returned.is_empty() {
+            for (message, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+                if *outcome == Outcome::Confirmed
+                    && returned.iter().any(|id| *id == message.id.to_string())
+                {
+                    *outcome = Outcome::Unroutable;
+                }
+            }
+        }
+        outcomes
     }
 
-    async fn publish_one(&self, message: &Outgoing, deadline: Instant) -> Outcome {
+    /// The broker's confirmation of one publish, or `None` when its fate is unknown (no
+    /// confirm by `deadline`, or the connection failed).
+    async fn publish_one(&self, message: &Outgoing, deadline: Instant) -> Option<Confirmation> {
         let properties = amqp::json_properties(&message.id.to_string()).with_delivery_mode(2);
         let work = async {
             let confirm = self
@@ -100,10 +135,8 @@ impl Broker {
             confirm.await
         };
         match tokio::time::timeout_at(deadline, work).await {
-            Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Outcome::Confirmed,
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Outcome::Unroutable,
-            Ok(Ok(Confirmation::Nack(_))) => Outcome::Nacked,
-            Ok(Err(_)) | Err(_) => Outcome::Unknown,
+            Ok(Ok(confirmation)) => Some(confirmation),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 

@@ -54,8 +54,11 @@ pub(super) struct Pump {
 /// How a batch went, for the caller's bookkeeping.
 struct Settled {
     confirmed: usize,
-    /// Some publish's fate is unknown or refused: the session is suspect, or events remain.
+    /// Not confirmed, so spooled: unknown, refused or returned as unroutable.
     failed: usize,
+    /// No confirm in time or a failed connection: the session is suspect. (A refused or
+    /// returned event says nothing against the session; it is retried from the spool.)
+    unknown: usize,
 }
 
 impl Pump {
@@ -167,7 +170,7 @@ impl Pump {
     async fn deliver(&mut self, messages: &[Outgoing]) {
         let deadline = Instant::now() + self.publish_timeout;
         let settled = self.publish_or_spool(messages, deadline, false).await;
-        if settled.failed > 0 && self.broker.is_some() {
+        if settled.unknown > 0 && self.broker.is_some() {
             self.lose_broker("publishes failed or timed out").await;
         }
     }
@@ -229,6 +232,7 @@ impl Pump {
         Settled {
             confirmed,
             failed: failed_count,
+            unknown,
         }
     }
 
@@ -374,7 +378,7 @@ impl Pump {
                 continue;
             }
             let settled = self.publish_or_spool(chunk, chunk_deadline, false).await;
-            if settled.failed > 0 && self.broker.is_some() {
+            if settled.unknown > 0 && self.broker.is_some() {
                 self.lose_broker("publishes failed during shutdown").await;
             }
         }
