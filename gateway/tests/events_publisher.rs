@@ -7,10 +7,6 @@ use std::{
     collections::HashSet,
     future::Future,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
     time::{Duration, Instant},
 };
 
@@ -24,7 +20,6 @@ use lapin::{
     types::FieldTable,
     Channel,
 };
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_core::{
@@ -35,7 +30,9 @@ use wrapx_core::{
 };
 use wrapx_gateway::events::EventPublisher;
 
-const RABBIT: &str = "127.0.0.1:5672";
+#[path = "common/forwarder.rs"]
+mod forwarder;
+use forwarder::Forwarder;
 
 fn settings(amqp_url: &str, spool: &Path) -> Settings {
     let mut s = wrapx_core::testing::settings(
@@ -47,11 +44,6 @@ fn settings(amqp_url: &str, spool: &Path) -> Settings {
     s.amqp.publish_timeout_ms = 3000;
     s.gateway.shutdown_grace_ms = 10_000;
     s
-}
-
-/// The vhost's path part of an AMQP URL, to rebuild the URL on another port.
-fn vhost_of(url: &str) -> &str {
-    url.rsplit('/').next().unwrap()
 }
 
 fn event(i: usize) -> Event {
@@ -189,61 +181,6 @@ fn segment_files(dir: &Path) -> usize {
                 .ends_with(".jsonl")
         })
         .count()
-}
-
-/// A TCP forwarder to RabbitMQ the test switches on and off: off refuses new connections (by
-/// closing them at once) and cuts the live ones.
-struct Forwarder {
-    port: u16,
-    enabled: Arc<AtomicBool>,
-    cut: Arc<Mutex<CancellationToken>>,
-}
-
-impl Forwarder {
-    async fn start(enabled: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let enabled = Arc::new(AtomicBool::new(enabled));
-        let cut = Arc::new(Mutex::new(CancellationToken::new()));
-        let (on, token) = (Arc::clone(&enabled), Arc::clone(&cut));
-        tokio::spawn(async move {
-            loop {
-                let (mut client, _) = listener.accept().await.unwrap();
-                if !on.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let cut = token.lock().unwrap().clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(RABBIT).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        () = cut.cancelled() => {}
-                    }
-                });
-            }
-        });
-        Self { port, enabled, cut }
-    }
-
-    fn url(&self, vhost_url: &str) -> String {
-        format!(
-            "amqp://guest:guest@127.0.0.1:{}/{}",
-            self.port,
-            vhost_of(vhost_url)
-        )
-    }
-
-    fn set(&self, on: bool) {
-        self.enabled.store(on, Ordering::SeqCst);
-        if !on {
-            let mut cut = self.cut.lock().unwrap();
-            cut.cancel();
-            *cut = CancellationToken::new();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
