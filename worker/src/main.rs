@@ -13,6 +13,10 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+/// mimalloc rather than glibc malloc: allocation was a fifth of the gateway's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
