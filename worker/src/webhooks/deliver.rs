@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use lapin::{message::Delivery, Channel, Connection};
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use url::Url;
 use uuid::Uuid;
@@ -45,7 +45,9 @@ pub async fn consume(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (channel, mut deliveries) = consumer::open(worker, connection, DELIVERIES_QUEUE).await?;
-    let publisher = amqp::confirm_channel(connection).await?;
+    // One publish at a time on the shared confirm channel: lapin hands a broker's return to
+    // whichever confirm completes next, so concurrent publishers could take each other's.
+    let publisher = Arc::new(Mutex::new(amqp::confirm_channel(connection).await?));
     let permits = Arc::new(Semaphore::new(usize::from(worker.settings.worker.prefetch)));
     let in_flight = TaskTracker::new();
     let result = loop {
@@ -81,7 +83,7 @@ pub async fn consume(
     in_flight.close();
     in_flight.wait().await;
     consumer::close(&channel, &deliveries).await;
-    let _ = publisher.close(200, "consumer stopping").await;
+    let _ = publisher.lock().await.close(200, "consumer stopping").await;
     result
 }
 
@@ -114,7 +116,7 @@ async fn load(worker: &Worker, webhook_id: Uuid) -> sqlx::Result<Option<Hook>> {
 }
 
 #[tracing::instrument(skip_all, fields(delivery_id, webhook_id, attempt))]
-async fn handle(worker: &Worker, publisher: &Channel, delivery: &Delivery) -> Outcome {
+async fn handle(worker: &Worker, publisher: &Mutex<Channel>, delivery: &Delivery) -> Outcome {
     let msg: WebhookDelivery = match serde_json::from_slice(&delivery.data) {
         Ok(m) => m,
         Err(e) => {
@@ -271,7 +273,7 @@ pub fn next_tier(delays_ms: &[u64], attempt: u32, retry_after: Option<Duration>)
 
 async fn failed(
     worker: &Worker,
-    publisher: &Channel,
+    publisher: &Mutex<Channel>,
     msg: &WebhookDelivery,
     hook: &Hook,
     reason: &str,
@@ -312,7 +314,7 @@ async fn failed(
 /// has it, else nacked back to the queue.
 async fn postpone(
     worker: &Worker,
-    publisher: &Channel,
+    publisher: &Mutex<Channel>,
     msg: &WebhookDelivery,
     tier: usize,
     attempt: u32,
@@ -334,7 +336,8 @@ async fn postpone(
         body,
     }];
     let timeout = Duration::from_millis(worker.settings.amqp.publish_timeout_ms);
-    match publish_all(publisher, &outgoing, timeout).await {
+    let channel = publisher.lock().await;
+    match publish_all(&channel, &outgoing, timeout).await {
         Ok(()) => Outcome::Done,
         Err(e) => {
             tracing::warn!(error = %e, "publishing a retry failed: requeued");
