@@ -17,3 +17,4 @@ pub mod rewrite;
 pub mod routes;
 pub mod upstream;
 pub mod usage;
+pub mod watchdog;
