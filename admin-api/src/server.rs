@@ -181,7 +181,10 @@ fn router(state: AppState, metrics: PrometheusHandle) -> Router {
         .nest("/api/v1", routes::api())
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/metrics",
+            get(move || async move { wrapx_core::telemetry::render(&metrics) }),
+        )
         .fallback(|| async { body_for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(

@@ -70,6 +70,20 @@ pub fn prometheus(buckets: &[Buckets<'_>]) -> Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// The Prometheus text of the process's metrics, with the process's own (resident memory, CPU
+/// seconds, open descriptors, threads) read fresh at each scrape.
+pub fn render(handle: &PrometheusHandle) -> String {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
+    handle.render()
+}
+
 /// Serves `GET /metrics` until `shutdown`; other paths answer 404.
 pub async fn serve_metrics(
     listener: TcpListener,
@@ -90,7 +104,7 @@ pub async fn serve_metrics(
                 let response = if request.uri().path() == "/metrics" {
                     Response::builder()
                         .header("content-type", "text/plain; version=0.0.4")
-                        .body(Full::new(Bytes::from(handle.render())))
+                        .body(Full::new(Bytes::from(render(&handle))))
                 } else {
                     Response::builder()
                         .status(StatusCode::NOT_FOUND)

@@ -21,6 +21,7 @@ use wrapx_core::{
 
 use crate::{
     errors::{ErrorKind, GatewayError},
+    metrics::{self, LookupSource, RedisOp},
     records::{self, ApiRecord, KeyRecord, LoadedApi},
 };
 
@@ -228,6 +229,7 @@ impl Authenticator {
 
     async fn key_record(&self, hash: SecretHash) -> Result<Option<Arc<KeyRecord>>, GatewayError> {
         if let Some(hit) = self.cache.key(&hash) {
+            metrics::key_lookup(LookupSource::Memory);
             return Ok(hit);
         }
         let hex = hash.to_hex();
@@ -241,10 +243,12 @@ impl Authenticator {
                     .map(Arc::new)
             };
             if bytes == b"null" || record.is_some() {
+                metrics::key_lookup(LookupSource::Redis);
                 self.cache.put_key(hash, record.clone());
                 return Ok(record);
             }
         }
+        metrics::key_lookup(LookupSource::Database);
         let record = records::key_from_db(&self.db, &hex).await.map_err(|e| {
             tracing::warn!(error = %e, "key lookup in PostgreSQL failed");
             GatewayError::new(ErrorKind::Unavailable)
@@ -327,11 +331,14 @@ impl Authenticator {
     async fn redis_get(&self, key: &str) -> Option<Vec<u8>> {
         let read = async {
             let mut conn = self.redis.get().await.ok()?;
-            redis::cmd("GET")
+            let started = Instant::now();
+            let value = redis::cmd("GET")
                 .arg(key)
                 .query_async::<Option<Vec<u8>>>(&mut conn)
                 .await
-                .ok()?
+                .ok()?;
+            metrics::redis(RedisOp::Lookup, started.elapsed());
+            value
         };
         tokio::time::timeout(self.redis_timeout, read)
             .await

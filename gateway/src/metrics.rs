@@ -12,6 +12,38 @@ pub const OVERHEAD: &str = "wrapx_gateway_overhead_seconds";
 pub const TOKENS_TOTAL: &str = "wrapx_gateway_tokens_total";
 pub const RATE_LIMITED_TOTAL: &str = "wrapx_gateway_rate_limited_total";
 pub const EVENTS_SPOOLED: &str = "wrapx_gateway_events_spooled";
+/// Beyond the contract, for operators: where key records were found (the cache hit ratio is
+/// `source="memory"` over all), and how long Redis takes to answer the hot path.
+pub const KEY_LOOKUPS_TOTAL: &str = "wrapx_gateway_key_lookups_total";
+pub const REDIS_DURATION: &str = "wrapx_gateway_redis_seconds";
+/// Rate-limit checks answered by the local limiter because Redis was unreachable or slow.
+pub const LIMIT_FALLBACK_TOTAL: &str = "wrapx_gateway_rate_limit_fallback_total";
+
+/// Where a key record was found.
+#[derive(Debug, Clone, Copy)]
+pub enum LookupSource {
+    Memory,
+    Redis,
+    Database,
+}
+
+impl LookupSource {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Database => "database",
+        }
+    }
+}
+
+/// The Redis calls of the hot path.
+#[derive(Debug, Clone, Copy)]
+pub enum RedisOp {
+    /// A key or wrapped API record, after an in-process cache miss.
+    Lookup,
+    RateLimit,
+}
 
 /// Buckets per quantity: whole requests run up to minutes (streams), the gateway's own time is
 /// microseconds to milliseconds.
@@ -26,6 +58,7 @@ pub fn buckets() -> Vec<Buckets<'static>> {
         (REQUEST_DURATION, LONG),
         (UPSTREAM_TTFB, LONG),
         (OVERHEAD, OWN),
+        (REDIS_DURATION, OWN),
     ]
 }
 
@@ -68,6 +101,24 @@ pub fn request(
     }
 }
 
+pub fn key_lookup(source: LookupSource) {
+    metrics::counter!(KEY_LOOKUPS_TOTAL, "source" => source.label()).increment(1);
+}
+
+/// One Redis round trip that answered (timeouts and errors are not timed: they end at the
+/// configured timeout and show as fallbacks and cold lookups instead).
+pub fn redis(op: RedisOp, took: Duration) {
+    let op = match op {
+        RedisOp::Lookup => "lookup",
+        RedisOp::RateLimit => "rate_limit",
+    };
+    metrics::histogram!(REDIS_DURATION, "op" => op).record(took.as_secs_f64());
+}
+
+pub fn limit_fallback() {
+    metrics::counter!(LIMIT_FALLBACK_TOTAL).increment(1);
+}
+
 pub fn rate_limited() {
     metrics::counter!(RATE_LIMITED_TOTAL).increment(1);
 }
@@ -103,6 +154,27 @@ pub fn describe() {
         EVENTS_SPOOLED,
         "Events waiting on local disk for the broker"
     );
+    metrics::describe_counter!(
+        KEY_LOOKUPS_TOTAL,
+        "Key records by where they were found: memory, redis or database"
+    );
+    metrics::describe_histogram!(
+        REDIS_DURATION,
+        metrics::Unit::Seconds,
+        "Redis round trips of the hot path, by operation"
+    );
+    metrics::describe_counter!(
+        LIMIT_FALLBACK_TOTAL,
+        "Rate-limit checks answered locally because Redis was unreachable or slow"
+    );
     metrics::counter!(RATE_LIMITED_TOTAL).increment(0);
+    metrics::counter!(LIMIT_FALLBACK_TOTAL).increment(0);
+    for source in [
+        LookupSource::Memory,
+        LookupSource::Redis,
+        LookupSource::Database,
+    ] {
+        metrics::counter!(KEY_LOOKUPS_TOTAL, "source" => source.label()).increment(0);
+    }
     metrics::gauge!(EVENTS_SPOOLED).set(0.0);
 }

@@ -542,8 +542,27 @@ async fn health_readiness_and_metrics() {
         "wrapx_gateway_overhead_seconds",
         "wrapx_gateway_rate_limited_total",
         "wrapx_gateway_events_spooled",
+        "wrapx_gateway_rate_limit_fallback_total",
+        "process_resident_memory_bytes",
     ] {
         assert!(text.contains(name), "{name} missing");
+    }
+    // The first request found the key in PostgreSQL (after a Redis miss), the next two in
+    // memory: the cache hit ratio an operator graphs.
+    for (series, want) in [
+        (
+            r#"wrapx_gateway_key_lookups_total{source="database"}"#,
+            " 1",
+        ),
+        (r#"wrapx_gateway_key_lookups_total{source="redis"}"#, " 0"),
+        (r#"wrapx_gateway_key_lookups_total{source="memory"}"#, " 2"),
+        // Its key record and its wrapped API's, each a Redis miss.
+        (r#"wrapx_gateway_redis_seconds_count{op="lookup"}"#, " 2"),
+    ] {
+        assert!(
+            text.contains(&format!("{series}{want}\n")),
+            "{series}: {text}"
+        );
     }
     assert!(!text.contains(&api.id.to_string()) && !text.contains(&api.key_id.to_string()));
 }

@@ -79,7 +79,7 @@ async fn session(worker: &Arc<Worker>, shutdown: &CancellationToken) -> anyhow::
         }
         result
     };
-    let (logs, fanout, deliveries) = tokio::join!(
+    let (logs, fanout, deliveries, ()) = tokio::join!(
         async {
             guarded(
                 "logs",
@@ -98,6 +98,7 @@ async fn session(worker: &Arc<Worker>, shutdown: &CancellationToken) -> anyhow::
                 crate::webhooks::deliver::consume(worker, &connection, &stop).await,
             )
         },
+        crate::backlog::watch(worker, &connection, &stop),
     );
     let _ = connection.close(200, "worker stopping").await;
     logs?;

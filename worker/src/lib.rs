@@ -12,6 +12,7 @@
 //! writer; [`webhooks`] fans events out into deliveries and sends them; [`notifications`]
 //! raises what the account owner should see; [`metrics`] names what operators watch.
 
+pub mod backlog;
 pub mod billing;
 pub mod consumer;
 pub mod logs;

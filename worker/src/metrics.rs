@@ -13,6 +13,11 @@ pub const COST_MICRO_USD_TOTAL: &str = "wrapx_worker_cost_micro_usd_total";
 /// worker runs.
 pub const EVENT_LAG_SECONDS: &str = "wrapx_worker_event_lag_seconds";
 
+/// Messages waiting in each queue the worker drains, read every few seconds.
+pub const QUEUE_DEPTH: &str = "wrapx_worker_queue_depth";
+/// A passive queue declare: the broker's round trip as the worker sees it.
+pub const BROKER_SECONDS: &str = "wrapx_worker_broker_seconds";
+
 /// A batch takes milliseconds when healthy and seconds when PostgreSQL struggles.
 pub const BATCH_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -23,10 +28,20 @@ pub const LAG_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-pub const BUCKETS: [wrapx_core::telemetry::Buckets<'static>; 2] = [
+pub const BUCKETS: [wrapx_core::telemetry::Buckets<'static>; 3] = [
     (BATCH_SECONDS, BATCH_BUCKETS),
     (EVENT_LAG_SECONDS, LAG_BUCKETS),
+    (BROKER_SECONDS, BATCH_BUCKETS),
 ];
+
+/// The queue names are the topology's fixed set, so they are fit for a label.
+pub fn queue_depth(queue: &str, messages: u32) {
+    metrics::gauge!(QUEUE_DEPTH, "queue" => queue.to_owned()).set(f64::from(messages));
+}
+
+pub fn broker_round_trip(took: std::time::Duration) {
+    metrics::histogram!(BROKER_SECONDS).record(took.as_secs_f64());
+}
 
 /// Messages settled on `queue` with `outcome`.
 pub fn events(queue: &'static str, outcome: Outcome, count: u64) {

@@ -329,3 +329,75 @@ async fn two_workers_share_the_queue_without_double_effects() {
         4010
     );
 }
+
+/// Reads one sample from a Prometheus text page: the value of the line that starts with
+/// `series` (name and labels exactly as rendered).
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_known_traffic_exactly() {
+    let mut env = env().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.settings.worker.metrics_listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let account = account(&env.pool).await;
+    let worker = env.start();
+    let (_conn, channel) = publisher(&env.amqp_url).await;
+
+    for i in 0..25u32 {
+        let e = request(&account, "gpt-4o-mini", 10 + i, 5);
+        publish(&channel, &Event::Request(e)).await;
+    }
+    for _ in 0..3 {
+        publish_raw(
+            &channel,
+            amqp::EVENTS_EXCHANGE,
+            "request.completed",
+            b"{not json",
+        )
+        .await;
+    }
+    wait_count(&env.pool, "SELECT count(*) FROM api_logs", 25, WAIT).await;
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let page = eventually("the counts on the metrics page", WAIT, || async {
+        let page = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let dead = sample(
+            &page,
+            r#"wrapx_worker_events_total{queue="wrapx.logs",outcome="dead_letter"}"#,
+        );
+        (dead == Some(3.0)).then_some(page)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &page,
+            r#"wrapx_worker_events_total{queue="wrapx.logs",outcome="done"}"#
+        ),
+        Some(25.0)
+    );
+    assert_eq!(
+        sample(&page, "wrapx_worker_event_lag_seconds_count"),
+        Some(25.0)
+    );
+    assert!(sample(&page, "wrapx_worker_batch_seconds_count").is_some_and(|n| n >= 1.0));
+    // Operators' extras: what waits in the broker, its round trip, the process's memory.
+    assert!(sample(
+        &page,
+        r#"wrapx_worker_queue_depth{queue="wrapx.deliveries"}"#
+    )
+    .is_some());
+    assert!(sample(&page, "wrapx_worker_broker_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(sample(&page, "process_resident_memory_bytes").is_some_and(|b| b > 1e6));
+    // No label carries an account, key or wrapped API id.
+    for id in [account.user_id, account.api_id, account.key_id] {
+        assert!(!page.contains(&id.to_string()), "an id in the metrics");
+    }
+    worker.stop().await;
+}

@@ -96,6 +96,7 @@ impl RateLimiter {
     pub async fn check(&self, subject: Uuid, limit: u32, window: Duration) -> Decision {
         let inner = &*self.inner;
         if inner.health.should_try_redis() {
+            let started = std::time::Instant::now();
             let attempt = tokio::time::timeout(
                 inner.redis_timeout,
                 inner.redis.check(subject, limit, window),
@@ -103,6 +104,7 @@ impl RateLimiter {
             .await;
             match attempt {
                 Ok(Ok(decision)) => {
+                    crate::metrics::redis(crate::metrics::RedisOp::RateLimit, started.elapsed());
                     inner.health.record_success();
                     return decision;
                 }
@@ -112,6 +114,7 @@ impl RateLimiter {
                     .record_failure(&format!("no answer within {:?}", inner.redis_timeout)),
             }
         }
+        crate::metrics::limit_fallback();
         inner.local.check(subject, limit, window)
     }
 
