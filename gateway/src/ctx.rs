@@ -15,7 +15,8 @@ use uuid::Uuid;
 use wrapx_core::events::{RequestEvent, RequestOutcome, Usage};
 
 use crate::{
-    auth::Identity, limits::Decision, routes::Route, upstream::FailureClass, usage::UsageMeter,
+    auth::Identity, limits::Decision, providers::AnswerTranslator, routes::Route,
+    upstream::FailureClass, usage::UsageMeter, watchdog::Watchdog,
 };
 
 /// Requests in flight, so a stopping gateway can wait for them.
@@ -81,6 +82,10 @@ pub struct RequestCtx {
     pub upstream_5xx: Option<u16>,
     pub failure: Option<FailureClass>,
     pub meter: Option<UsageMeter>,
+    /// The answer's translation into the client's dialect, when the provider speaks another.
+    pub translator: Option<AnswerTranslator>,
+    /// The first-byte and idle deadlines of the upstream exchange, once connected.
+    pub watchdog: Option<Watchdog>,
     _in_flight: InFlightGuard,
 }
 
@@ -102,6 +107,8 @@ impl RequestCtx {
             upstream_5xx: None,
             failure: None,
             meter: None,
+            translator: None,
+            watchdog: None,
             _in_flight: in_flight,
         }
     }
@@ -119,6 +126,10 @@ impl RequestCtx {
         if let Some((outcome, _)) = &self.refusal {
             return *outcome;
         }
+        // A stream the watchdog cut may look ended to pingora (a close-delimited body).
+        if self.watchdog.as_ref().is_some_and(Watchdog::fired) {
+            return RequestOutcome::Timeout;
+        }
         match self.failure {
             Some(FailureClass::Timeout) => RequestOutcome::Timeout,
             Some(FailureClass::Upstream) => RequestOutcome::UpstreamError,
@@ -128,6 +139,18 @@ impl RequestCtx {
             None if ended_with_error => RequestOutcome::Cancelled,
             None => RequestOutcome::Completed,
         }
+    }
+
+    /// The answer's usage: the translator's when it translated, else what the meter read.
+    pub fn usage(&mut self) -> Usage {
+        if let Some(u) = self.translator.as_ref().and_then(AnswerTranslator::usage) {
+            return u;
+        }
+        let prompt_estimate = self.prompt_estimate;
+        self.meter
+            .as_mut()
+            .map(|m| m.finish(prompt_estimate))
+            .unwrap_or_default()
     }
 
     /// The request's one event; `None` when no valid key was presented.

@@ -36,6 +36,8 @@ pub enum ErrorKind {
     RateLimited,
     /// The upstream provider failed to answer.
     UpstreamError,
+    /// The upstream provider is overloaded; retry later.
+    ProviderOverloaded,
     /// The upstream provider did not answer in time.
     UpstreamTimeout,
     /// The service is temporarily unavailable.
@@ -61,6 +63,7 @@ impl ErrorKind {
             Self::BodyTooLarge => (413, "invalid_request_error", "request_too_large"),
             Self::RateLimited => (429, "requests", "rate_limit_exceeded"),
             Self::UpstreamError => (502, "upstream_error", "bad_gateway"),
+            Self::ProviderOverloaded => (502, "upstream_error", "provider_overloaded"),
             Self::UpstreamTimeout => (504, "upstream_error", "gateway_timeout"),
             Self::Unavailable => (503, "server_error", "service_unavailable"),
             Self::Internal => (500, "server_error", "internal_error"),
@@ -86,6 +89,7 @@ impl ErrorKind {
             Self::BodyTooLarge => "The request body is larger than this gateway accepts.",
             Self::RateLimited => "Rate limit reached for requests.",
             Self::UpstreamError => "The upstream provider failed to answer.",
+            Self::ProviderOverloaded => "The upstream provider is overloaded; retry later.",
             Self::UpstreamTimeout => "The upstream provider did not answer in time.",
             Self::Unavailable => "The service is temporarily unavailable.",
             Self::Internal => "Internal error.",
@@ -173,6 +177,7 @@ mod tests {
             ErrorKind::BodyTooLarge,
             ErrorKind::RateLimited,
             ErrorKind::UpstreamError,
+            ErrorKind::ProviderOverloaded,
             ErrorKind::UpstreamTimeout,
             ErrorKind::Unavailable,
             ErrorKind::Internal,

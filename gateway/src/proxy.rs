@@ -19,11 +19,13 @@ use crate::{
     events::EventPublisher,
     limits::RateLimiter,
     metrics,
+    providers::{AnswerTranslator, ProviderDialect},
     respond::{self, BodyError},
     rewrite,
     routes::{Endpoint, Route},
     upstream::{self, FailureClass, Timeouts},
     usage::UsageMeter,
+    watchdog::Watchdog,
 };
 
 /// What the phases share across requests.
@@ -107,6 +109,7 @@ impl ProxyHttp for Gateway {
         upstream::prepare_request(
             req,
             &identity.api.upstream,
+            ProviderDialect::of(identity.api.record.provider),
             &identity.api.authorization,
             ctx.body.len(),
         )
@@ -124,6 +127,21 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// The request is about to go out on this connection: the upstream deadlines start.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        // A retry on another connection replaces (and so stops) the previous watchdog.
+        ctx.watchdog = Watchdog::start(fd, self.timeouts.first_byte, self.timeouts.idle);
+        Ok(())
+    }
+
     /// A provider 5xx becomes the contract's 502 (written by `fail_to_proxy`); 2xx and 4xx pass.
     async fn upstream_response_filter(
         &self,
@@ -131,6 +149,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if let Some(watchdog) = &ctx.watchdog {
+            watchdog.progress();
+        }
         if ctx.ttfb.is_none() {
             ctx.ttfb = ctx.upstream_started.map(|at| at.elapsed());
         }
@@ -145,12 +166,50 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Each chunk from the provider restarts the idle deadline; the last one ends the watch
+    /// before pingora may pool the connection.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Option<Duration>> {
+        if let Some(watchdog) = &ctx.watchdog {
+            if end_of_stream {
+                watchdog.finish();
+            } else if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                watchdog.progress();
+            }
+        }
+        Ok(None)
+    }
+
+    /// When the answer is translated, its status and type are the translation's and its length
+    /// is unknown until the end.
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        // An informational answer (100 Continue) is not the answer: the translation waits.
+        let translator = ctx
+            .translator
+            .as_mut()
+            .filter(|_| resp.status.as_u16() >= 200);
+        if let Some(translator) = translator {
+            let event_stream = resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let (status, content_type) = translator.header(resp.status.as_u16(), event_stream);
+            resp.set_status(status)?;
+            resp.remove_header("content-length");
+            resp.insert_header("transfer-encoding", "chunked")?;
+            resp.insert_header("content-type", content_type)?;
+        }
         resp.insert_header("x-request-id", ctx.request_id.to_string())?;
         if let Some(decision) = &ctx.limit {
             for (name, value) in respond::limit_headers(decision) {
@@ -160,14 +219,22 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Reads usage as the chunk passes; the chunk itself goes on untouched.
+    /// Translates the chunk when the client speaks another dialect (a stream's at once, a whole
+    /// answer's at its end), then reads usage from what the client gets.
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<Option<Duration>> {
+        if let Some(translator) = ctx.translator.as_mut() {
+            *body = translator.body(body.as_deref(), end_of_stream);
+            if end_of_stream && translator.failed() && ctx.failure.is_none() {
+                tracing::warn!(request_id = %ctx.request_id, "the provider's answer could not be translated or carried an error");
+                ctx.failure = Some(FailureClass::Upstream);
+            }
+        }
         if let (Some(chunk), Some(meter)) = (body.as_ref(), ctx.meter.as_mut()) {
             meter.feed(chunk);
         }
@@ -198,7 +265,9 @@ impl ProxyHttp for Gateway {
     where
         RequestCtx: Send + Sync,
     {
-        let class = if ctx.upstream_5xx.is_some() {
+        let class = if ctx.watchdog.as_ref().is_some_and(Watchdog::fired) {
+            FailureClass::Timeout
+        } else if ctx.upstream_5xx.is_some() {
             FailureClass::Upstream
         } else {
             FailureClass::of(e)
@@ -212,7 +281,11 @@ impl ProxyHttp for Gateway {
             return no_answer;
         }
         tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
-        let error = GatewayError::new(class.error_kind());
+        let error = match ctx.upstream_5xx {
+            // Anthropic's "overloaded" gets its own code: clients back off from it differently.
+            Some(529) => GatewayError::new(ErrorKind::ProviderOverloaded),
+            _ => GatewayError::new(class.error_kind()),
+        };
         if let Err(write) = respond::final_error(session, ctx.request_id, &error).await {
             tracing::debug!(error = %write, "could not write the error answer");
             return no_answer;
@@ -225,6 +298,9 @@ impl ProxyHttp for Gateway {
 
     /// The end of every request: its one event (when a valid key was presented) and metrics.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(watchdog) = &ctx.watchdog {
+            watchdog.finish();
+        }
         let written = session.response_written().map(|h| h.status.as_u16());
         let outcome = ctx.outcome(e.is_some());
         // A client that hung up before any answer got none: 499, as proxies log it.
@@ -233,12 +309,7 @@ impl ProxyHttp for Gateway {
         } else {
             500
         });
-        let prompt_estimate = ctx.prompt_estimate;
-        let usage = ctx
-            .meter
-            .as_mut()
-            .map(|m| m.finish(prompt_estimate))
-            .unwrap_or_default();
+        let usage = ctx.usage();
         let error = match (&ctx.refusal, outcome) {
             (Some((_, message)), _) => Some(message.clone()),
             (None, RequestOutcome::Completed) => None,
@@ -334,22 +405,16 @@ impl Gateway {
                 return Err(GatewayError::new(ErrorKind::UnknownEndpoint).into());
             }
         }
-        match route {
+        let client = match route {
             Route::Models { .. } => {
                 return self
                     .answer(session, ctx, 200, api.models_body.clone())
                     .await
             }
-            Route::Messages { .. } => {
-                return Err(GatewayError::with_message(
-                    ErrorKind::UnknownPath,
-                    "The Anthropic Messages route is not available yet; use /v1/chat/completions.",
-                )
-                .into())
-            }
-            Route::ChatCompletions { .. } => {}
+            Route::ChatCompletions { .. } => ProviderDialect::OpenAiChat,
+            Route::Messages { .. } => ProviderDialect::AnthropicMessages,
             _ => return Err(GatewayError::new(ErrorKind::UnknownPath).into()),
-        }
+        };
 
         if let Some(limit) = api.record.rate_limit {
             let decision = self
@@ -382,8 +447,11 @@ impl Gateway {
                 return Err(AdmitError::Io(e));
             }
         };
+        let provider = ProviderDialect::of(api.record.provider);
         let rewritten = rewrite::rewrite(
             &raw,
+            client,
+            provider,
             &api.record,
             &api.prefix_messages,
             self.event_data_max_bytes,
@@ -392,7 +460,22 @@ impl Gateway {
         ctx.body = rewritten.body;
         ctx.request_data = rewritten.request_data;
         ctx.prompt_estimate = rewritten.prompt_estimate;
-        ctx.meter = Some(UsageMeter::new(rewritten.stream, self.event_data_max_bytes));
+        // The meter reads what the client gets, so it reads the client's dialect.
+        ctx.meter = Some(match client {
+            ProviderDialect::OpenAiChat => {
+                UsageMeter::new(rewritten.stream, self.event_data_max_bytes)
+            }
+            ProviderDialect::AnthropicMessages => {
+                UsageMeter::anthropic(rewritten.stream, self.event_data_max_bytes)
+            }
+        });
+        ctx.translator = AnswerTranslator::new(
+            client,
+            provider,
+            &ctx.request_id.to_string(),
+            &api.record.model,
+            rewritten.client_include_usage,
+        );
         Ok(Admission::Forward)
     }
 

@@ -1,13 +1,21 @@
 //! The request body: checked once (one JSON parse), then rewritten for the provider: the
 //! compiled prompt before the client's messages, the client's own system message handled by the
 //! API's policy, the pinned model, usage on streams, the API's tools, the max_tokens cap. Every
-//! other field of the client stays as sent.
+//! other field of the client stays as sent. When the client and the provider speak different
+//! dialects (OpenAI Chat Completions, Anthropic Messages), the body is translated on the way.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use wrapx_core::types::SystemMessagePolicy;
+use wrapx_core::{prompt::Example, types::SystemMessagePolicy};
 
-use crate::{errors::GatewayError, records::ApiRecord};
+use crate::{
+    errors::GatewayError,
+    providers::{
+        chat_to_messages, messages_to_chat, openai_tool_to_anthropic, ProviderDialect,
+        TranslateError, DEFAULT_ANTHROPIC_MAX_TOKENS,
+    },
+    records::ApiRecord,
+};
 
 const ROLES: [&str; 6] = [
     "system",
@@ -29,18 +37,28 @@ pub struct Rewritten {
     /// A rough prompt size (characters / 4), used only when a stream is cut short before the
     /// provider reports usage.
     pub prompt_estimate: u32,
+    /// Whether an OpenAI client asked for the usage chunk of a stream itself (the provider is
+    /// always asked).
+    pub client_include_usage: bool,
 }
 
-/// Parses, checks and rewrites the client's body for `api`.
+/// Parses, checks and rewrites the client's body for `api`: the client speaks `client`'s
+/// dialect, the body leaves in `provider`'s.
+///
+/// An Anthropic client's body on an OpenAI-compatible provider is translated first, then
+/// rewritten like any chat request; an OpenAI client's body for an Anthropic provider is
+/// rewritten, then translated; Anthropic to Anthropic gets the same rewrite in Anthropic's form.
 pub fn rewrite(
     raw: &[u8],
+    client: ProviderDialect,
+    provider: ProviderDialect,
     api: &ApiRecord,
     prefix_messages: &[Value],
     event_data_max_bytes: usize,
 ) -> Result<Rewritten, GatewayError> {
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}")))?;
-    let Value::Object(mut body) = value else {
+    let Value::Object(body) = value else {
         return Err(GatewayError::invalid(
             "The request body must be a JSON object.",
         ));
@@ -50,7 +68,6 @@ pub fn rewrite(
     } else {
         serde_json::json!({"truncated": true, "bytes": raw.len()})
     };
-
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -61,6 +78,66 @@ pub fn rewrite(
             return Err(GatewayError::invalid("`model` must be a string."));
         }
     }
+    let client_include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
+
+    let (body, prompt_chars) = match (client, provider) {
+        (ProviderDialect::OpenAiChat, ProviderDialect::OpenAiChat) => {
+            rewrite_chat(body, stream, api, prefix_messages)?
+        }
+        (ProviderDialect::OpenAiChat, ProviderDialect::AnthropicMessages) => {
+            let (chat, chars) = rewrite_chat(body, stream, api, prefix_messages)?;
+            let messages = chat_to_messages(
+                &Value::Object(chat),
+                api.max_tokens_cap.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS),
+                None,
+            )
+            .map_err(refused)?;
+            (as_object(messages)?, chars)
+        }
+        (ProviderDialect::AnthropicMessages, ProviderDialect::OpenAiChat) => {
+            let chat = messages_to_chat(&Value::Object(body)).map_err(refused)?;
+            rewrite_chat(as_object(chat)?, stream, api, prefix_messages)?
+        }
+        (ProviderDialect::AnthropicMessages, ProviderDialect::AnthropicMessages) => {
+            rewrite_messages(body, api)?
+        }
+    };
+
+    let body = serde_json::to_vec(&body)
+        .map_err(|e| GatewayError::invalid(format!("The request body cannot be rewritten: {e}")))?;
+    Ok(Rewritten {
+        body: Bytes::from(body),
+        stream,
+        request_data,
+        prompt_estimate: u32::try_from(prompt_chars / 4).unwrap_or(u32::MAX),
+        client_include_usage,
+    })
+}
+
+/// A client's request the provider's API cannot take: a 400 in the contract's shape.
+fn refused(e: TranslateError) -> GatewayError {
+    GatewayError::invalid(e.to_string())
+}
+
+fn as_object(v: Value) -> Result<Map<String, Value>, GatewayError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(GatewayError::invalid(
+            "The request body must be a JSON object.",
+        )),
+    }
+}
+
+/// The chat rewrite; returns the body and the prompt's size in characters.
+fn rewrite_chat(
+    mut body: Map<String, Value>,
+    stream: bool,
+    api: &ApiRecord,
+    prefix_messages: &[Value],
+) -> Result<(Map<String, Value>, usize), GatewayError> {
     for field in ["max_tokens", "max_completion_tokens", "n"] {
         match body.get(field) {
             None | Some(Value::Null) => {}
@@ -110,16 +187,8 @@ pub fn rewrite(
                 "`messages[{i}]` must be an object."
             )));
         }
-        if matches!(role, "system" | "developer") {
-            match api.system_message_policy {
-                SystemMessagePolicy::Keep => {}
-                SystemMessagePolicy::Drop => continue,
-                SystemMessagePolicy::Reject => {
-                    return Err(GatewayError::invalid(
-                        "This API does not accept system messages from clients.",
-                    ))
-                }
-            }
+        if matches!(role, "system" | "developer") && !client_system_allowed(api)? {
+            continue;
         }
         prompt_chars += content_len(&message);
         messages.push(message);
@@ -159,15 +228,137 @@ pub fn rewrite(
             body.insert("max_tokens".into(), Value::from(cap));
         }
     }
+    Ok((body, prompt_chars))
+}
 
-    let body = serde_json::to_vec(&body)
-        .map_err(|e| GatewayError::invalid(format!("The request body cannot be rewritten: {e}")))?;
-    Ok(Rewritten {
-        body: Bytes::from(body),
-        stream,
-        request_data,
-        prompt_estimate: u32::try_from(prompt_chars / 4).unwrap_or(u32::MAX),
-    })
+/// Whether a client's own system message is kept (`Ok(false)`: dropped; refused: 400).
+fn client_system_allowed(api: &ApiRecord) -> Result<bool, GatewayError> {
+    match api.system_message_policy {
+        SystemMessagePolicy::Keep => Ok(true),
+        SystemMessagePolicy::Drop => Ok(false),
+        SystemMessagePolicy::Reject => Err(GatewayError::invalid(
+            "This API does not accept system messages from clients.",
+        )),
+    }
+}
+
+/// The Anthropic form of the chat rewrite, for an Anthropic client on an Anthropic provider:
+/// the compiled prompt before the client's `system`, the examples as the first turns, the
+/// pinned model, the API's tools, the max_tokens cap (and a default, Anthropic requires one).
+fn rewrite_messages(
+    mut body: Map<String, Value>,
+    api: &ApiRecord,
+) -> Result<(Map<String, Value>, usize), GatewayError> {
+    match body.get("max_tokens") {
+        Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
+        None | Some(Value::Null) => {}
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "`max_tokens` must be a positive integer.",
+            ))
+        }
+    }
+    if let Some(tools) = body.get("tools") {
+        if !tools.is_array() && !tools.is_null() {
+            return Err(GatewayError::invalid("`tools` must be an array."));
+        }
+    }
+    let Some(Value::Array(client_messages)) = body.remove("messages") else {
+        return Err(GatewayError::invalid(
+            "`messages` is required and must be an array.",
+        ));
+    };
+    if client_messages.is_empty() {
+        return Err(GatewayError::invalid("`messages` must not be empty."));
+    }
+
+    let ours = api.prompt.system.as_deref().filter(|s| !s.is_empty());
+    let client_system = match body.remove("system") {
+        None | Some(Value::Null) => None,
+        Some(_) if !client_system_allowed(api)? => None,
+        Some(s @ (Value::String(_) | Value::Array(_))) => Some(s),
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "`system` must be a string or an array of text blocks.",
+            ))
+        }
+    };
+    let mut prompt_chars = ours.map_or(0, str::len)
+        + match &client_system {
+            Some(Value::String(s)) => s.len(),
+            Some(other) => other.to_string().len(),
+            None => 0,
+        };
+    // Ours first, as on the chat path, where our system message precedes the client's.
+    let system = match (ours, client_system) {
+        (None, theirs) => theirs,
+        (Some(ours), Some(Value::String(theirs))) => {
+            Some(Value::String(format!("{ours}\n\n{theirs}")))
+        }
+        (Some(ours), Some(Value::Array(theirs))) => {
+            let mut blocks = Vec::with_capacity(1 + theirs.len());
+            blocks.push(serde_json::json!({"type": "text", "text": ours}));
+            blocks.extend(theirs);
+            Some(Value::Array(blocks))
+        }
+        (Some(ours), _) => Some(Value::String(ours.to_owned())),
+    };
+    if let Some(system) = system {
+        body.insert("system".into(), system);
+    }
+
+    let mut messages = Vec::with_capacity(2 * api.prompt.examples.len() + client_messages.len());
+    for Example { user, assistant } in &api.prompt.examples {
+        prompt_chars += user.len() + assistant.len();
+        messages.push(serde_json::json!({"role": "user", "content": user}));
+        messages.push(serde_json::json!({"role": "assistant", "content": assistant}));
+    }
+    for (i, message) in client_messages.into_iter().enumerate() {
+        if !matches!(
+            message.get("role").and_then(Value::as_str),
+            Some("user" | "assistant")
+        ) {
+            return Err(GatewayError::invalid(format!(
+                "`messages[{i}].role` must be \"user\" or \"assistant\"."
+            )));
+        }
+        prompt_chars += content_len(&message);
+        messages.push(message);
+    }
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert("model".into(), Value::String(api.model.clone()));
+
+    if !api.tools.is_empty() {
+        let ours = api
+            .tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| openai_tool_to_anthropic(i, t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?;
+        let our_names: Vec<String> = ours
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect();
+        let mut tools = ours;
+        if let Some(Value::Array(client)) = body.remove("tools") {
+            tools.extend(client.into_iter().filter(|t| {
+                t["name"]
+                    .as_str()
+                    .is_none_or(|n| !our_names.iter().any(|o| o == n))
+            }));
+        }
+        body.insert("tools".into(), Value::Array(tools));
+    }
+
+    let cap = api.max_tokens_cap;
+    let max_tokens = match (body.get("max_tokens").and_then(Value::as_u64), cap) {
+        (Some(n), Some(cap)) => n.min(u64::from(cap)),
+        (Some(n), None) => n,
+        (None, cap) => u64::from(cap.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS)),
+    };
+    body.insert("max_tokens".into(), Value::from(max_tokens));
+    Ok((body, prompt_chars))
 }
 
 /// The API's tools first; a client tool with the same function name is dropped (ours win).
@@ -204,6 +395,9 @@ mod tests {
     use serde_json::json;
     use wrapx_core::{prompt::CompiledPrompt, types::ProviderKind};
 
+    const CHAT: ProviderDialect = ProviderDialect::OpenAiChat;
+    const MESSAGES: ProviderDialect = ProviderDialect::AnthropicMessages;
+
     fn api(policy: SystemMessagePolicy) -> ApiRecord {
         ApiRecord {
             id: uuid::Uuid::nil(),
@@ -228,7 +422,7 @@ mod tests {
     fn run(body: Value, policy: SystemMessagePolicy) -> Result<Value, GatewayError> {
         let prefix = vec![json!({"role": "system", "content": "ours"})];
         let raw = serde_json::to_vec(&body).unwrap();
-        rewrite(&raw, &api(policy), &prefix, 1 << 20)
+        rewrite(&raw, CHAT, CHAT, &api(policy), &prefix, 1 << 20)
             .map(|r| serde_json::from_slice(&r.body).unwrap())
     }
 
@@ -293,8 +487,144 @@ mod tests {
             vec![0xff, 0xfe],
         ];
         for raw in cases {
-            let err = rewrite(&raw, &api(SystemMessagePolicy::Keep), &[], 100).unwrap_err();
+            let err =
+                rewrite(&raw, CHAT, CHAT, &api(SystemMessagePolicy::Keep), &[], 100).unwrap_err();
             assert_eq!(err.status(), 400, "{}", String::from_utf8_lossy(&raw));
+        }
+    }
+
+    fn translated(
+        body: Value,
+        client: ProviderDialect,
+        provider: ProviderDialect,
+        policy: SystemMessagePolicy,
+    ) -> Result<Value, GatewayError> {
+        let mut record = api(policy);
+        record.prompt = CompiledPrompt {
+            system: Some("ours".into()),
+            examples: vec![Example {
+                user: "q".into(),
+                assistant: "a".into(),
+            }],
+        };
+        let prefix = crate::records::prefix_messages(&record.prompt);
+        let raw = serde_json::to_vec(&body).unwrap();
+        rewrite(&raw, client, provider, &record, &prefix, 1 << 20)
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+    }
+
+    #[test]
+    fn an_openai_request_for_an_anthropic_provider_is_rewritten_then_translated() {
+        let out = translated(
+            json!({"model": "x", "stream": true, "max_tokens": 500, "temperature": 1.5,
+                   "messages": [{"role": "system", "content": "client sys"}, {"role": "user", "content": "hi"}]}),
+            CHAT,
+            MESSAGES,
+            SystemMessagePolicy::Keep,
+        )
+        .unwrap();
+        assert_eq!(out["model"], "pinned-model");
+        assert_eq!(out["system"], "ours\n\nclient sys");
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                   {"role": "user", "content": "hi"}])
+        );
+        assert_eq!(out["max_tokens"], 100);
+        assert_eq!(out["temperature"], 1.0);
+        assert_eq!(out["stream"], true);
+        assert!(out.get("stream_options").is_none());
+        assert_eq!(
+            out["tools"],
+            json!([{"name": "ours", "input_schema": {"type": "object", "properties": {}}}])
+        );
+        // The client's request cannot be expressed: 400, never 5xx.
+        let err = translated(
+            json!({"n": 3, "messages": [{"role": "user", "content": "hi"}]}),
+            CHAT,
+            MESSAGES,
+            SystemMessagePolicy::Keep,
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn an_anthropic_request_for_an_openai_provider_is_translated_then_rewritten() {
+        let body = json!({"model": "claude-x", "max_tokens": 50, "stream": true, "system": "client sys",
+                          "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]});
+        let out = translated(body.clone(), MESSAGES, CHAT, SystemMessagePolicy::Keep).unwrap();
+        assert_eq!(out["model"], "pinned-model");
+        assert_eq!(out["max_tokens"], 50);
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        let roles: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "system", "user"]);
+        assert_eq!(out["messages"][0]["content"], "ours");
+        let rejected = translated(body, MESSAGES, CHAT, SystemMessagePolicy::Reject).unwrap_err();
+        assert_eq!(rejected.status(), 400);
+        let no_max = translated(
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            MESSAGES,
+            CHAT,
+            SystemMessagePolicy::Keep,
+        )
+        .unwrap_err();
+        assert_eq!(no_max.status(), 400);
+    }
+
+    #[test]
+    fn an_anthropic_request_for_an_anthropic_provider_gets_the_prompt_in_anthropic_form() {
+        let out = translated(
+            json!({"model": "claude-x", "max_tokens": 5000, "system": [{"type": "text", "text": "client sys"}],
+                   "tools": [{"name": "ours", "input_schema": {}}, {"name": "theirs", "input_schema": {}}],
+                   "messages": [{"role": "user", "content": "hi"}]}),
+            MESSAGES,
+            MESSAGES,
+            SystemMessagePolicy::Keep,
+        )
+        .unwrap();
+        assert_eq!(out["model"], "pinned-model");
+        assert_eq!(out["max_tokens"], 100);
+        assert_eq!(
+            out["system"],
+            json!([{"type": "text", "text": "ours"}, {"type": "text", "text": "client sys"}])
+        );
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                   {"role": "user", "content": "hi"}])
+        );
+        let names: Vec<&str> = out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["ours", "theirs"]);
+
+        let dropped = translated(
+            json!({"system": "client sys", "messages": [{"role": "user", "content": "hi"}]}),
+            MESSAGES,
+            MESSAGES,
+            SystemMessagePolicy::Drop,
+        )
+        .unwrap();
+        assert_eq!(dropped["system"], "ours");
+        assert_eq!(dropped["max_tokens"], 100);
+        for bad in [
+            json!({"messages": []}),
+            json!({"messages": [{"role": "system", "content": "x"}]}),
+            json!({"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}),
+            json!({"system": 5, "messages": [{"role": "user", "content": "x"}]}),
+        ] {
+            let err =
+                translated(bad.clone(), MESSAGES, MESSAGES, SystemMessagePolicy::Keep).unwrap_err();
+            assert_eq!(err.status(), 400, "{bad}");
         }
     }
 }

@@ -10,7 +10,8 @@ pub enum Route {
     ChatCompletions {
         endpoint: Option<Endpoint>,
     },
-    /// `POST /v1/messages` (Anthropic): translated in a later version; answers 404 for now.
+    /// `POST /v1/messages` or `POST /w/{endpoint_id}/v1/messages`: Anthropic Messages, for
+    /// clients on Anthropic's SDK.
     Messages {
         endpoint: Option<Endpoint>,
     },

@@ -8,7 +8,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::RequestHeader;
 
-use crate::errors::ErrorKind;
+use crate::{errors::ErrorKind, providers::ProviderDialect};
 
 /// The provider's address, resolved when its record is loaded (records live seconds, so DNS
 /// changes are followed).
@@ -22,6 +22,8 @@ pub struct UpstreamTarget {
     pub host: String,
     /// The path of the chat completions route, e.g. `/v1/chat/completions`.
     pub chat_path: String,
+    /// The path of Anthropic's Messages route, e.g. `/v1/messages`.
+    pub messages_path: String,
 }
 
 impl UpstreamTarget {
@@ -58,12 +60,13 @@ impl UpstreamTarget {
             sni: name,
             host,
             chat_path: format!("{base}/chat/completions"),
+            messages_path: format!("{base}/messages"),
         })
     }
 
-    /// A peer with the configured timeouts. pingora has one per-read upstream timeout, so it
-    /// bounds both the wait for the first byte and the silence between two chunks: it is the
-    /// larger of the two settings, so neither is ever cut shorter than configured.
+    /// A peer with the configured timeouts. pingora has one per-read upstream timeout, so it is
+    /// set to the larger of first byte and idle, as a backstop: the request's
+    /// [`crate::watchdog::Watchdog`] enforces each of the two exactly.
     pub fn peer(&self, timeouts: &Timeouts) -> Box<HttpPeer> {
         let mut peer = HttpPeer::new(self.addr, self.tls, self.sni.clone());
         peer.options.connection_timeout = Some(timeouts.connect);
@@ -109,12 +112,23 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
 ];
 
+/// The Messages API version the gateway's translation is written against.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Headers only Anthropic's API reads; an OpenAI-compatible provider never gets them.
+const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
 /// Rewrites the client's request header into the provider's: path, host, the provider's key
-/// instead of the client's, no hop-by-hop headers, the rewritten body's length, no compression
-/// (usage is read from the answer on the way through).
+/// instead of the client's (in the header the provider's dialect expects), no hop-by-hop
+/// headers, the rewritten body's length, no compression (usage is read from the answer on the
+/// way through).
+///
+/// `authorization` is the loaded API's `Bearer <provider key>`; Anthropic gets the bare key in
+/// `x-api-key` and never an `authorization` header.
 pub fn prepare_request(
     req: &mut RequestHeader,
     target: &UpstreamTarget,
+    dialect: ProviderDialect,
     authorization: &str,
     body_len: usize,
 ) -> pingora_error::Result<()> {
@@ -131,16 +145,33 @@ pub fn prepare_request(
         req.remove_header(name);
     }
     req.remove_header("x-api-key");
+    req.remove_header("authorization");
     req.remove_header("content-length");
+    let (path, key_header, key) = match dialect {
+        ProviderDialect::OpenAiChat => {
+            for name in ANTHROPIC_HEADERS {
+                req.remove_header(name);
+            }
+            (&target.chat_path, "authorization", authorization)
+        }
+        ProviderDialect::AnthropicMessages => {
+            // The client's own version header is replaced too: the translation speaks this one.
+            req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+            let key = authorization
+                .strip_prefix("Bearer ")
+                .unwrap_or(authorization);
+            (&target.messages_path, "x-api-key", key)
+        }
+    };
     req.set_uri(
-        http::Uri::try_from(target.chat_path.as_str())
+        http::Uri::try_from(path.as_str())
             .map_err(|e| Error::because(ErrorType::InternalError, "upstream path", e))?,
     );
     req.insert_header("host", target.host.as_str())?;
-    let mut auth = http::HeaderValue::from_str(authorization)
+    let mut key = http::HeaderValue::from_str(key)
         .map_err(|e| Error::because(ErrorType::InternalError, "provider key header", e))?;
-    auth.set_sensitive(true);
-    req.insert_header("authorization", auth)?;
+    key.set_sensitive(true);
+    req.insert_header(key_header, key)?;
     req.insert_header("content-length", body_len.to_string())?;
     req.insert_header("accept-encoding", "identity")?;
     Ok(())
@@ -192,6 +223,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(t.chat_path, "/v1/chat/completions");
+        assert_eq!(t.messages_path, "/v1/messages");
         assert_eq!(t.host, "127.0.0.1:8089");
         assert!(!t.tls);
         let t = UpstreamTarget::resolve("http://127.0.0.1:80/openai/v1/", true)
@@ -212,6 +244,7 @@ mod tests {
             sni: "h".into(),
             host: "h:1".into(),
             chat_path: "/v1/chat/completions".into(),
+            messages_path: "/v1/messages".into(),
         };
         let mut req = RequestHeader::build("POST", b"/w/ep_x/v1/chat/completions", None).unwrap();
         for (n, v) in [
@@ -225,7 +258,15 @@ mod tests {
         ] {
             req.append_header(n, v).unwrap();
         }
-        prepare_request(&mut req, &target, "Bearer sk-provider", 42).unwrap();
+        let mut anthropic = req.clone();
+        prepare_request(
+            &mut req,
+            &target,
+            ProviderDialect::OpenAiChat,
+            "Bearer sk-provider",
+            42,
+        )
+        .unwrap();
         let get = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("authorization").as_deref(), Some("Bearer sk-provider"));
         assert_eq!(get("x-api-key"), None);
@@ -236,5 +277,36 @@ mod tests {
         assert_eq!(get("content-length").as_deref(), Some("42"));
         assert_eq!(get("host").as_deref(), Some("h:1"));
         assert_eq!(req.uri.path(), "/v1/chat/completions");
+
+        anthropic
+            .append_header("anthropic-version", "2099-01-01")
+            .unwrap();
+        prepare_request(
+            &mut anthropic,
+            &target,
+            ProviderDialect::AnthropicMessages,
+            "Bearer sk-provider",
+            42,
+        )
+        .unwrap();
+        let get = |n: &str| {
+            anthropic
+                .headers
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(get("x-api-key").as_deref(), Some("sk-provider"));
+        assert_eq!(get("authorization"), None);
+        assert_eq!(get("anthropic-version").as_deref(), Some(ANTHROPIC_VERSION));
+        assert_eq!(
+            anthropic
+                .headers
+                .get_all("anthropic-version")
+                .iter()
+                .count(),
+            1
+        );
+        assert_eq!(get("x-secret-hop"), None);
+        assert_eq!(anthropic.uri.path(), "/v1/messages");
     }
 }

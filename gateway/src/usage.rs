@@ -1,6 +1,7 @@
 //! Token usage read from the answer on its way through, without holding any chunk back: from
-//! the JSON of a whole answer, or from the SSE events of a stream. A stream cut short is
-//! counted from the content chunks that passed (one token each, as providers stream them).
+//! the JSON of a whole answer, or from the SSE events of a stream, in OpenAI's dialect or
+//! Anthropic's. A stream cut short is counted from the content chunks that passed (one token
+//! each, as providers stream them).
 //!
 //! Per chunk, the stream scanner only searches bytes; it allocates nothing except when a line is
 //! split across chunks and longer than any seen before (the carry buffer keeps its capacity).
@@ -15,6 +16,8 @@ const MAX_JSON_BYTES: usize = 8 << 20;
 #[derive(Debug)]
 pub struct UsageMeter {
     stream: bool,
+    /// The answer is in Anthropic's Messages dialect rather than OpenAI's.
+    anthropic: bool,
     /// Non-stream: the answer so far. Stream: the start of a line split across chunks.
     buf: Vec<u8>,
     overflow: bool,
@@ -33,6 +36,7 @@ struct WithUsage {
     usage: Option<ReportedUsage>,
 }
 
+/// OpenAI's names and Anthropic's: an answer carries one set, the other stays 0.
 #[derive(Deserialize)]
 struct ReportedUsage {
     #[serde(default)]
@@ -41,6 +45,24 @@ struct ReportedUsage {
     completion_tokens: u32,
     #[serde(default)]
     completion_tokens_details: Option<Details>,
+    #[serde(default)]
+    input_tokens: u32,
+    #[serde(default)]
+    cache_creation_input_tokens: u32,
+    #[serde(default)]
+    cache_read_input_tokens: u32,
+    #[serde(default)]
+    output_tokens: u32,
+}
+
+/// An Anthropic stream event: `message_start` has its usage in `message`, `message_delta` at
+/// the top.
+#[derive(Deserialize)]
+struct AnthropicEvent {
+    #[serde(default)]
+    message: Option<WithUsage>,
+    #[serde(default)]
+    usage: Option<ReportedUsage>,
 }
 
 #[derive(Deserialize)]
@@ -52,8 +74,12 @@ struct Details {
 impl From<ReportedUsage> for Usage {
     fn from(u: ReportedUsage) -> Self {
         Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
+            prompt_tokens: u
+                .prompt_tokens
+                .saturating_add(u.input_tokens)
+                .saturating_add(u.cache_creation_input_tokens)
+                .saturating_add(u.cache_read_input_tokens),
+            completion_tokens: u.completion_tokens.saturating_add(u.output_tokens),
             reasoning_tokens: u
                 .completion_tokens_details
                 .map_or(0, |d| d.reasoning_tokens),
@@ -66,6 +92,7 @@ impl UsageMeter {
     pub fn new(stream: bool, head_max: usize) -> Self {
         Self {
             stream,
+            anthropic: false,
             buf: Vec::new(),
             overflow: false,
             reported: None,
@@ -74,6 +101,14 @@ impl UsageMeter {
             bytes: 0,
             head: Vec::new(),
             head_max,
+        }
+    }
+
+    /// A meter for an answer in Anthropic's Messages dialect.
+    pub fn anthropic(stream: bool, head_max: usize) -> Self {
+        Self {
+            anthropic: true,
+            ..Self::new(stream, head_max)
         }
     }
 
@@ -121,6 +156,10 @@ impl UsageMeter {
             return;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
+        if self.anthropic {
+            self.anthropic_line(data);
+            return;
+        }
         if data == b"[DONE]" {
             self.done = true;
             return;
@@ -135,7 +174,31 @@ impl UsageMeter {
         }
     }
 
-    /// Whether the stream ended with its `[DONE]` event.
+    /// Anthropic reports input tokens in `message_start` and the running output count in
+    /// `message_delta`: each report can only raise what is known.
+    fn anthropic_line(&mut self, data: &[u8]) {
+        if memmem::find(data, b"\"usage\":{").is_some() {
+            if let Ok(e) = serde_json::from_slice::<AnthropicEvent>(data) {
+                let reported = e.usage.or(e.message.and_then(|m| m.usage));
+                if let Some(u) = reported.map(Usage::from) {
+                    let known = self.reported.unwrap_or_default();
+                    self.reported = Some(Usage {
+                        prompt_tokens: known.prompt_tokens.max(u.prompt_tokens),
+                        completion_tokens: known.completion_tokens.max(u.completion_tokens),
+                        reasoning_tokens: 0,
+                        source: UsageSource::Reported,
+                    });
+                }
+            }
+        }
+        if memmem::find(data, b"\"type\":\"content_block_delta\"").is_some() {
+            self.counted_completion = self.counted_completion.saturating_add(1);
+        } else if memmem::find(data, b"\"type\":\"message_stop\"").is_some() {
+            self.done = true;
+        }
+    }
+
+    /// Whether the stream ended with its last event (`[DONE]`, or Anthropic's `message_stop`).
     pub fn saw_done(&self) -> bool {
         self.done
     }
@@ -152,7 +215,12 @@ impl UsageMeter {
                 self.reported = Some(u.into());
             }
         }
-        if let Some(u) = self.reported {
+        if let Some(mut u) = self.reported {
+            // Anthropic's input count comes first; a stream cut before its final output count
+            // has only the deltas that passed to go by.
+            if self.anthropic && self.stream {
+                u.completion_tokens = u.completion_tokens.max(self.counted_completion);
+            }
             return u;
         }
         if self.stream && self.counted_completion > 0 {
@@ -260,5 +328,41 @@ mod tests {
             UsageMeter::new(false, 8).finish(0).source,
             UsageSource::None
         );
+    }
+
+    #[test]
+    fn reads_anthropic_answers_and_streams() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"c\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":2,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"b\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        for size in [1, 9, stream.len()] {
+            let mut m = UsageMeter::anthropic(true, 64);
+            for chunk in stream.as_bytes().chunks(size) {
+                m.feed(chunk);
+            }
+            assert!(m.saw_done());
+            let u = m.finish(99);
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.source),
+                (12, 7, UsageSource::Reported),
+                "size {size}"
+            );
+        }
+        let cut = &stream[..stream.find("event: message_delta").unwrap()];
+        let mut m = UsageMeter::anthropic(true, 64);
+        m.feed(cut.as_bytes());
+        assert!(!m.saw_done());
+        assert_eq!(m.finish(5).completion_tokens, 2);
+
+        let mut whole = UsageMeter::anthropic(false, 1024);
+        whole.feed(
+            br#"{"type":"message","content":[],"usage":{"input_tokens":4,"output_tokens":6}}"#,
+        );
+        let u = whole.finish(0);
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (4, 6));
     }
 }

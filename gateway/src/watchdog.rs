@@ -93,6 +93,14 @@ impl Watchdog {
     }
 }
 
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("fired", &self.fired())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.finish();

@@ -1,10 +1,19 @@
 //! The official OpenAI and Anthropic Python SDKs parse what the provider translators produce:
-//! each SDK gets the translated body from an in-process mock transport (no network) and
-//! reports what it understood.
+//! first each SDK gets the translated body from an in-process mock transport (no network) and
+//! reports what it understood; then both SDKs are clients of a wrapped API served by the real
+//! gateway, backed by an Anthropic provider and by an OpenAI-compatible one, completion and
+//! stream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use common::{Env, Gateway};
+use wrapx_benches::mock_llm::MockConfig;
+use wrapx_core::events::{RequestOutcome, UsageSource};
 
 use bytes::BytesMut;
 use serde_json::{json, Value};
@@ -175,4 +184,113 @@ fn anthropic_sdk_reads_translated_openai_answers() {
         sdk(ANTHROPIC_SCRIPT, &body, "application/json"),
         json!({"streamed": null, "blocks": blocks, "stop": "tool_use", "usage": [25, 17]})
     );
+}
+
+/// Both SDKs against `…/w/{endpoint_id}`: a completion and a stream each.
+const LIVE_SCRIPT: &str = r#"
+import json, sys, openai, anthropic
+root, endpoint, key = sys.argv[1], sys.argv[2], sys.argv[3]
+msgs = [{"role": "user", "content": "hi"}]
+out = {}
+o = openai.OpenAI(base_url=f"{root}/w/{endpoint}/v1", api_key=key, max_retries=0)
+r = o.chat.completions.create(model="anything", messages=msgs)
+out["openai"] = {"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+    "usage": [r.usage.prompt_tokens, r.usage.completion_tokens]}
+pieces, usage, finish = [], None, None
+for ch in o.chat.completions.create(model="anything", messages=msgs, stream=True,
+        stream_options={"include_usage": True}):
+    for c in ch.choices:
+        if c.delta.content:
+            pieces.append(c.delta.content)
+        finish = c.finish_reason or finish
+    if ch.usage:
+        usage = [ch.usage.prompt_tokens, ch.usage.completion_tokens]
+out["openai_stream"] = {"text": "".join(pieces), "pieces": len(pieces), "finish": finish, "usage": usage}
+a = anthropic.Anthropic(base_url=f"{root}/w/{endpoint}", api_key=key, max_retries=0)
+m = a.messages.create(model="anything", max_tokens=100, messages=msgs)
+out["anthropic"] = {"text": "".join(b.text for b in m.content if b.type == "text"),
+    "stop": m.stop_reason, "usage": [m.usage.input_tokens, m.usage.output_tokens]}
+with a.messages.stream(model="anything", max_tokens=100, messages=msgs) as s:
+    pieces = list(s.text_stream)
+    m = s.get_final_message()
+out["anthropic_stream"] = {"text": "".join(pieces), "pieces": len(pieces), "stop": m.stop_reason,
+    "usage": [m.usage.input_tokens, m.usage.output_tokens]}
+print(json.dumps(out))
+"#;
+
+/// Runs both SDKs against a wrapped API on a provider of `kind` and checks what they got and
+/// what was logged.
+async fn both_sdks_against(kind: &str) {
+    let env = Env::new(MockConfig {
+        chunks: 4,
+        chunk_interval: Duration::from_millis(5),
+        ..MockConfig::default()
+    })
+    .await;
+    let provider = env.provider_of(kind, &env.mock.base_url()).await;
+    let api = env.api_with(provider, "keep", None).await;
+    let gw = Gateway::start(&env).await;
+    let args = [gw.url(""), api.endpoint.to_string(), api.key.clone()];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg("-c")
+            .arg(LIVE_SCRIPT)
+            .args(args)
+            .output()
+            .expect("python with the SDKs (.venv)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{kind}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = "tok0 tok1 tok2 tok3 ";
+    assert_eq!(
+        got,
+        json!({
+            "openai": {"text": text, "finish": "stop", "usage": [10, 4]},
+            "openai_stream": {"text": text, "pieces": 4, "finish": "stop", "usage": [10, 4]},
+            "anthropic": {"text": text, "stop": "end_turn", "usage": [10, 4]},
+            "anthropic_stream": {"text": text, "pieces": 4, "stop": "end_turn", "usage": [10, 4]},
+        }),
+        "{kind}"
+    );
+
+    let paths: Vec<String> = env.mock.requests().into_iter().map(|r| r.path).collect();
+    let want = if kind == "anthropic" {
+        "/v1/messages"
+    } else {
+        "/v1/chat/completions"
+    };
+    assert_eq!(paths, [want; 4], "{kind}");
+
+    let events = env.events(4, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 4, "{kind}");
+    for e in &events {
+        assert_eq!(e.outcome, RequestOutcome::Completed, "{kind}");
+        assert_eq!(
+            (
+                e.usage.prompt_tokens,
+                e.usage.completion_tokens,
+                e.usage.source
+            ),
+            (10, 4, UsageSource::Reported),
+            "{kind}, stream: {}",
+            e.stream
+        );
+    }
+    assert_eq!(events.iter().filter(|e| e.stream).count(), 2, "{kind}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sdks_use_a_wrapped_api_on_an_anthropic_provider() {
+    both_sdks_against("anthropic").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sdks_use_a_wrapped_api_on_an_openai_provider() {
+    both_sdks_against("openai_compatible").await;
 }

@@ -300,8 +300,9 @@ async fn every_refusal_has_the_contract_status_shape_and_request_id() {
                 .post(gw.url("/v1/messages"))
                 .bearer_auth(&api.key)
                 .body(chat_body.clone()),
-            404,
-            "unknown_url",
+            // The Anthropic route, with a Chat Completions body: no max_tokens.
+            400,
+            "invalid_request",
             true,
         ),
         (

@@ -34,6 +34,11 @@
 //!    Non-stream: buffer the body, then `messages_response_to_chat` /
 //!    `chat_response_to_messages` (`Err` → 502 upstream error).
 //!
+//! [`AnswerTranslator`] does phases 2 and 3 for the proxy. Since pingora sends the header before
+//! the body is read, it picks an error's status from the provider's status alone, and an
+//! unreadable 2xx whole answer keeps its 200 with the 502 error object as body (the request's
+//! event records an upstream error).
+//!
 //! # Choices
 //!
 //! - Anthropic `thinking` blocks are never shown as `content`: they go to the OpenAI side as
@@ -49,6 +54,7 @@
 //!   non-function tools are refused with 400.
 
 pub mod anthropic;
+mod exchange;
 pub mod reverse;
 mod sse;
 pub mod thinking;
@@ -57,14 +63,19 @@ use serde_json::{json, Value};
 use wrapx_core::types::ProviderKind;
 
 pub use anthropic::errors::anthropic_error_to_openai;
-pub use anthropic::request::chat_to_messages;
+pub use anthropic::request::{chat_to_messages, openai_tool_to_anthropic};
 pub use anthropic::response::messages_response_to_chat;
 pub use anthropic::stream::AnthropicToChatStream;
+pub use exchange::AnswerTranslator;
 pub use reverse::errors::openai_error_to_anthropic;
 pub use reverse::request::messages_to_chat;
 pub use reverse::response::chat_response_to_messages;
 pub use reverse::stream::ChatToAnthropicStream;
 pub use thinking::{apply_thinking, ThinkingConfig};
+
+/// Anthropic requires `max_tokens`; this is sent when neither the client nor the wrapped API's
+/// cap sets one.
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
 
 /// The most a stream translator keeps of one unfinished upstream event (line plus data).
 pub const MAX_PARTIAL_EVENT_BYTES: usize = 1 << 20;

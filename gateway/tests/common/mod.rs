@@ -102,14 +102,20 @@ impl Env {
 
     /// A provider row whose key is encrypted as the admin API would.
     pub async fn provider(&self, base_url: &str) -> Uuid {
+        self.provider_of("openai_compatible", base_url).await
+    }
+
+    /// A provider row of `kind` (`openai_compatible`, `anthropic`, …) at `base_url`.
+    pub async fn provider_of(&self, kind: &str, base_url: &str) -> Uuid {
         let id = Uuid::now_v7();
         let keys = MasterKeys::from_settings(&self.settings.security).unwrap();
         let ciphertext = keys
             .encrypt(PROVIDER_KEY.as_bytes(), &provider_key_aad(id, self.user_id))
             .unwrap();
-        sqlx::query("INSERT INTO llm_providers (id, user_id, provider_name, api_key_ciphertext, api_key_hint, api_base_url) VALUES ($1, $2, 'openai_compatible', $3, '1234', $4)")
+        sqlx::query("INSERT INTO llm_providers (id, user_id, provider_name, api_key_ciphertext, api_key_hint, api_base_url) VALUES ($1, $2, $3, $4, '1234', $5)")
             .bind(id)
             .bind(self.user_id)
+            .bind(kind)
             .bind(ciphertext)
             .bind(base_url)
             .execute(&self.db)
@@ -231,7 +237,7 @@ impl Env {
         let conn = amqp::connect_url(&self.amqp_url, "test-reader")
             .await
             .unwrap();
-        let channel = conn.create_channel().await.unwrap();
+        let mut channel = conn.create_channel().await.unwrap();
         let deadline = Instant::now() + within;
         let mut out = Vec::new();
         while out.len() < n && Instant::now() < deadline {
@@ -243,7 +249,8 @@ impl Env {
                     Event::Request(r) => out.push(r),
                     Event::Admin(_) => {}
                 },
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => channel = reopen(&conn).await,
             }
         }
         let _ = conn.close(0, "done").await;
@@ -255,7 +262,7 @@ impl Env {
         let conn = amqp::connect_url(&self.amqp_url, "test-reader")
             .await
             .unwrap();
-        let channel = conn.create_channel().await.unwrap();
+        let mut channel = conn.create_channel().await.unwrap();
         let mut out = Vec::new();
         let mut last = Instant::now();
         while last.elapsed() < quiet {
@@ -269,12 +276,21 @@ impl Env {
                     }
                     last = Instant::now();
                 }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => channel = reopen(&conn).await,
             }
         }
         let _ = conn.close(0, "done").await;
         out
     }
+}
+
+/// A fresh channel after a failed `basic_get`. The gateway declares the logs queue only once
+/// its publisher has connected, which under load can come after the first read; until then the
+/// broker answers 404 and closes the channel, and every later read on it would fail.
+async fn reopen(conn: &lapin::Connection) -> lapin::Channel {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.create_channel().await.unwrap()
 }
 
 /// A running `wrapx-gateway` process; killed when dropped.
@@ -335,6 +351,10 @@ impl Gateway {
 
     pub fn chat_url(&self, api: &Api) -> String {
         self.url(&format!("/w/{}/v1/chat/completions", api.endpoint))
+    }
+
+    pub fn messages_url(&self, api: &Api) -> String {
+        self.url(&format!("/w/{}/v1/messages", api.endpoint))
     }
 
     pub fn sigterm(&self) {

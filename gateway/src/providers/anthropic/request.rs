@@ -150,27 +150,11 @@ fn tools(obj: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), T
     if list.is_empty() {
         return Ok(());
     }
-    let mut tools = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(TranslateError::Unsupported(format!(
-                "tools[{i}]: only function tools are supported by this provider"
-            )));
-        }
-        let f = &t["function"];
-        let name = f["name"]
-            .as_str()
-            .ok_or_else(|| invalid(format!("tools[{i}].function.name is required")))?;
-        let mut tool = json!({"name": name});
-        if let Some(d) = f.get("description").and_then(Value::as_str) {
-            tool["description"] = json!(d);
-        }
-        tool["input_schema"] = match f.get("parameters") {
-            Some(p) if p.is_object() => p.clone(),
-            _ => json!({"type": "object", "properties": {}}),
-        };
-        tools.push(tool);
-    }
+    let tools = list
+        .iter()
+        .enumerate()
+        .map(|(i, t)| openai_tool_to_anthropic(i, t))
+        .collect::<Result<Vec<_>, _>>()?;
     out.insert("tools".into(), Value::Array(tools));
 
     let mut choice = match obj.get("tool_choice") {
@@ -201,6 +185,29 @@ fn tools(obj: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), T
 }
 
 /// Adds blocks to the last turn when it has the same role, else starts a turn.
+/// One OpenAI `tools` entry (at index `i`) as an Anthropic tool; only function tools exist
+/// on both sides.
+pub fn openai_tool_to_anthropic(i: usize, t: &Value) -> Result<Value, TranslateError> {
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(TranslateError::Unsupported(format!(
+            "tools[{i}]: only function tools are supported by this provider"
+        )));
+    }
+    let f = &t["function"];
+    let name = f["name"]
+        .as_str()
+        .ok_or_else(|| invalid(format!("tools[{i}].function.name is required")))?;
+    let mut tool = json!({"name": name});
+    if let Some(d) = f.get("description").and_then(Value::as_str) {
+        tool["description"] = json!(d);
+    }
+    tool["input_schema"] = match f.get("parameters") {
+        Some(p) if p.is_object() => p.clone(),
+        _ => json!({"type": "object", "properties": {}}),
+    };
+    Ok(tool)
+}
+
 fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, blocks: Vec<Value>) {
     if blocks.is_empty() {
         return;

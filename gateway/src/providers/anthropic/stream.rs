@@ -97,7 +97,12 @@ impl AnthropicToChatStream {
     /// The usage so far: reported by the provider, else counted from content pieces.
     pub fn usage(&self) -> Usage {
         if self.usage.source == UsageSource::Reported {
-            return self.usage;
+            // `message_start` reports an output of 1: a stream cut before `message_delta` has
+            // only the pieces that passed to go by.
+            return Usage {
+                completion_tokens: self.usage.completion_tokens.max(self.counted),
+                ..self.usage
+            };
         }
         if self.counted > 0 {
             return Usage {

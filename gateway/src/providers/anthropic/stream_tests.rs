@@ -158,8 +158,10 @@ fn cut_short_stream_is_an_error_with_counted_usage() {
         ]
     );
     assert!(t.saw_error());
-    // message_start reported input and output so far: the reported usage stands.
+    // message_start reported the input; the output is the pieces that passed (thinking and
+    // text), not message_start's placeholder 1.
     assert_eq!(t.usage().prompt_tokens, 30);
+    assert_eq!(t.usage().completion_tokens, 2);
 }
 
 #[test]

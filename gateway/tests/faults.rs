@@ -1,0 +1,407 @@
+//! The fault suite: steady traffic through the real gateway binary while a backend fails, with
+//! the worker running (in this process) against the same PostgreSQL and RabbitMQ. Each case
+//! checks the answers and that every request that presented a valid key ends as exactly one
+//! `api_logs` row. Outages are played on this test's own instances (a TCP forwarder to the
+//! broker, a private `redis-server`), so other tests never notice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "common/forwarder.rs"]
+mod forwarder;
+
+use std::{
+    collections::HashSet,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{chat, free_port, Api, Env, Gateway};
+use forwarder::Forwarder;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wrapx_benches::mock_llm::MockConfig;
+
+/// What a load loop saw: every answer's status and request id.
+struct Answers {
+    statuses: Vec<u16>,
+    request_ids: Vec<Uuid>,
+}
+
+/// Sends requests from `clients` concurrent loops until `stop`, alternating JSON and streams.
+fn load(gw: &Gateway, api: &Api, clients: usize, stop: Arc<AtomicBool>) -> JoinHandle<Answers> {
+    let url = gw.chat_url(api);
+    let key = api.key.clone();
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let loops = (0..clients).map(|i| {
+            let (client, url, key, stop) = (client.clone(), url.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut n = i;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .json(&chat(n % 2 == 0))
+                        .send()
+                        .await
+                        .expect("the gateway answers");
+                    let status = r.status().as_u16();
+                    let id = r.headers()["x-request-id"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    r.bytes().await.expect("a whole body");
+                    seen.push((status, id));
+                }
+                seen
+            })
+        });
+        let mut answers = Answers {
+            statuses: Vec::new(),
+            request_ids: Vec::new(),
+        };
+        for handle in loops.collect::<Vec<_>>() {
+            for (status, id) in handle.await.unwrap() {
+                answers.statuses.push(status);
+                answers.request_ids.push(id);
+            }
+        }
+        answers
+    })
+}
+
+/// The worker, in this process, on the test's database and vhost.
+fn worker(env: &Env) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(wrapx_worker::run(env.settings.clone(), stop.clone()));
+    (stop, handle)
+}
+
+/// Waits until `api_logs` holds exactly the rows of `request_ids` (and no other), each once.
+async fn assert_exactly_logged(env: &Env, request_ids: &[Uuid]) {
+    let want: HashSet<Uuid> = request_ids.iter().copied().collect();
+    assert_eq!(want.len(), request_ids.len(), "request ids are unique");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT request_id FROM api_logs")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+        if rows.len() >= want.len() || Instant::now() > deadline {
+            let got: HashSet<Uuid> = rows.iter().map(|r| r.0).collect();
+            assert_eq!(got.len(), rows.len(), "a request logged twice");
+            assert_eq!(rows.len(), want.len(), "rows vs requests");
+            assert_eq!(got, want, "the rows are the requests'");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of one series on the gateway's metrics page.
+async fn metric(gw: &Gateway, series: &str) -> f64 {
+    let page = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// RabbitMQ unreachable from the gateway for seconds under steady load: every request is
+/// answered 200 (the hot path does not need the broker), events go to the spool and are
+/// replayed, and the rows come out exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_under_load_loses_and_doubles_nothing() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let (worker_stop, worker_task) = worker(&env);
+    let broker = Forwarder::start(true).await;
+    let url = broker.url(&env.amqp_url);
+    let gw = Gateway::start_with(&env, &[("WRAPX_AMQP__URL", url.as_str())]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, &api, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.set(false);
+    let outage = Instant::now();
+    let mut spooled = 0.0;
+    while outage.elapsed() < Duration::from_secs(3) {
+        spooled = f64::max(spooled, metric(&gw, "wrapx_gateway_events_spooled").await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(spooled > 0.0, "events were spooled during the outage");
+    broker.set(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = traffic.await.unwrap();
+
+    assert!(
+        answers.statuses.len() > 20,
+        "steady load: {}",
+        answers.statuses.len()
+    );
+    assert!(
+        answers.statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        answers.statuses
+    );
+    assert_exactly_logged(&env, &answers.request_ids).await;
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
+
+/// A private Redis for one test, on its own port; stopped and started by the test.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let redis = Self {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Redis gone under load: keys already known keep being served, the rate limit falls back to
+/// the local limiter, and when Redis is back the gateway uses it again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_under_load_keeps_serving_known_keys() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env
+        .api_with(env.provider_id, "keep", Some((100_000, 60)))
+        .await;
+    let (worker_stop, worker_task) = worker(&env);
+    let port = free_port();
+    let mut redis = PrivateRedis::start_on(port);
+    let redis_url = redis.url();
+    let gw = Gateway::start_with(
+        &env,
+        &[
+            ("WRAPX_REDIS__URL", redis_url.as_str()),
+            // Hold the key in memory across the outage, as a busy gateway would.
+            ("WRAPX_GATEWAY__KEY_CACHE_TTL_MS", "60000"),
+            // The local limiter's cap well above this load: the answers stay 200s.
+            ("WRAPX_GATEWAY__FALLBACK_RATE_PER_SECOND", "100000"),
+        ],
+    )
+    .await;
+    let fallbacks = r"wrapx_gateway_rate_limit_fallback_total";
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, &api, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        metric(&gw, fallbacks).await,
+        0.0,
+        "Redis answers the limits"
+    );
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = metric(&gw, fallbacks).await;
+    assert!(during > 0.0, "the local limiter answered during the outage");
+    let ready: Value = reqwest::get(gw.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["redis"], "down");
+
+    let _redis = PrivateRedis::start_on(port);
+    // Back by itself: readiness says so and the limiter stops falling back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready: Value = reqwest::get(gw.url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let before = metric(&gw, fallbacks).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if ready["redis"] == "up" && metric(&gw, fallbacks).await == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not go back to Redis"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let answers = traffic.await.unwrap();
+
+    assert!(
+        answers.statuses.len() > 20,
+        "steady load: {}",
+        answers.statuses.len()
+    );
+    assert!(
+        answers.statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        answers.statuses
+    );
+    assert_exactly_logged(&env, &answers.request_ids).await;
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
+
+/// One request with the mock told how to misbehave: (status, body as text, how long it took,
+/// the time between the last body chunk and the end).
+async fn misbehaving(
+    gw: &Gateway,
+    api: &Api,
+    behavior: &str,
+    stream: bool,
+) -> (u16, String, Duration, Duration) {
+    let started = Instant::now();
+    let mut r = reqwest::Client::new()
+        .post(gw.chat_url(api))
+        .bearer_auth(&api.key)
+        .header("x-mock-behavior", behavior)
+        .json(&chat(stream))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let mut text = String::new();
+    let mut last = Instant::now();
+    // A cut stream ends in an error here; what arrived before it is what counts.
+    while let Ok(Some(chunk)) = r.chunk().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        last = Instant::now();
+    }
+    (status, text, started.elapsed(), last.elapsed())
+}
+
+/// The first-byte and idle deadlines are enforced apart, whichever is the shorter: a silent
+/// provider gets 504 at the first-byte deadline, a stream that stalls is cut at the idle one,
+/// and both are logged as timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_byte_and_idle_timeouts_are_each_their_own() {
+    let env = Env::new(MockConfig {
+        chunk_interval: Duration::from_millis(50),
+        ..MockConfig::default()
+    })
+    .await;
+    let api = env.api().await;
+    let (worker_stop, worker_task) = worker(&env);
+
+    // A long first-byte wait and a short idle one (a model that thinks, then streams).
+    let mut gw = Gateway::start_with(
+        &env,
+        &[
+            ("WRAPX_GATEWAY__FIRST_BYTE_TIMEOUT_MS", "1500"),
+            ("WRAPX_GATEWAY__IDLE_TIMEOUT_MS", "400"),
+        ],
+    )
+    .await;
+    let (status, text, took, _) = misbehaving(&gw, &api, "hang", false).await;
+    assert_eq!(status, 504, "{text}");
+    assert!(text.contains("gateway_timeout"), "{text}");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "cut before the first-byte deadline: {took:?}"
+    );
+    let (status, text, _, silence) = misbehaving(&gw, &api, "stall-after-3", true).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        text.matches("tok").count(),
+        3,
+        "the chunks before the stall: {text}"
+    );
+    assert!(
+        silence < Duration::from_millis(1300),
+        "not cut at the idle deadline: {silence:?}"
+    );
+    // A clean stop: every event it holds reaches the broker (a kill would lose them).
+    gw.sigterm();
+    assert!(gw.wait_exit(Duration::from_secs(15)).await.success());
+
+    // The other way round: a short first-byte wait is not stretched to the idle one.
+    let gw = Gateway::start_with(
+        &env,
+        &[
+            ("WRAPX_GATEWAY__FIRST_BYTE_TIMEOUT_MS", "400"),
+            ("WRAPX_GATEWAY__IDLE_TIMEOUT_MS", "5000"),
+        ],
+    )
+    .await;
+    let (status, _, took, _) = misbehaving(&gw, &api, "hang", true).await;
+    assert_eq!(status, 504);
+    assert!(
+        took < Duration::from_millis(1300),
+        "the first-byte deadline was stretched: {took:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcomes: Vec<(String, i16)> =
+            sqlx::query_as("SELECT outcome, status FROM api_logs ORDER BY created_at")
+                .fetch_all(&env.db)
+                .await
+                .unwrap();
+        if outcomes.len() >= 3 || Instant::now() > deadline {
+            let expected = [("timeout", 504), ("timeout", 200), ("timeout", 504)]
+                .map(|(o, s)| (o.to_owned(), s));
+            assert_eq!(outcomes, expected);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
