@@ -16,7 +16,7 @@ use wrapx_core::{
 };
 use zeroize::Zeroizing;
 
-use crate::upstream::UpstreamTarget;
+use crate::{providers::thinking::ThinkingConfig, upstream::UpstreamTarget};
 
 /// What the gateway knows of one key. Never holds the key itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +55,9 @@ pub struct ApiRecord {
     pub prompt: CompiledPrompt,
     /// OpenAI `tools` entries.
     pub tools: Vec<Value>,
+    /// A `thinking` tool's settings: the provider's reasoning switch is turned on.
+    #[serde(default)]
+    pub thinking: Option<ThinkingConfig>,
     pub rate_limit: Option<RateLimitRecord>,
     pub config_version: Option<i32>,
 }
@@ -208,22 +211,30 @@ pub async fn api_from_db(db: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiRecord
     let cap: Option<i32> = r.try_get("max_tokens_cap")?;
     let rl_limit: Option<i32> = r.try_get("rl_limit")?;
     let rl_window: Option<i32> = r.try_get("rl_window")?;
-    let tools = sqlx::query(
+    let stored = sqlx::query(
         "SELECT t.tool_name, t.tool_type, t.tool_config
          FROM wrapped_api_tools wat JOIN tools t ON t.id = wat.tool_id
          WHERE wat.wrapped_api_id = $1 ORDER BY t.tool_name",
     )
     .bind(id)
     .fetch_all(db)
-    .await?
-    .into_iter()
-    .filter_map(|t| {
-        let name: String = t.try_get("tool_name").ok()?;
-        let kind: String = t.try_get("tool_type").ok()?;
-        let config: Value = t.try_get("tool_config").ok()?;
-        openai_tool(&name, &kind, config)
-    })
-    .collect();
+    .await?;
+    let mut tools = Vec::new();
+    let mut thinking = None;
+    for t in stored {
+        let (Ok(name), Ok(kind), Ok(config)) = (
+            t.try_get::<String, _>("tool_name"),
+            t.try_get::<String, _>("tool_type"),
+            t.try_get::<Value, _>("tool_config"),
+        ) else {
+            continue;
+        };
+        if kind == "thinking" {
+            thinking = Some(ThinkingConfig::from_tool_config(&config));
+        } else if let Some(tool) = openai_tool(&name, &kind, config) {
+            tools.push(tool);
+        }
+    }
     Ok(Some(ApiRecord {
         id: r.try_get("id")?,
         user_id: r.try_get("user_id")?,
@@ -239,6 +250,7 @@ pub async fn api_from_db(db: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiRecord
         api_key_ciphertext: r.try_get("api_key_ciphertext")?,
         prompt,
         tools,
+        thinking,
         rate_limit: match (rl_limit, rl_window) {
             (Some(limit), Some(window)) => Some(RateLimitRecord {
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),

@@ -11,8 +11,8 @@ use wrapx_core::{prompt::Example, types::SystemMessagePolicy};
 use crate::{
     errors::GatewayError,
     providers::{
-        chat_to_messages, messages_to_chat, openai_tool_to_anthropic, ProviderDialect,
-        TranslateError, DEFAULT_ANTHROPIC_MAX_TOKENS,
+        chat_to_messages, messages_to_chat, openai_tool_to_anthropic, thinking::apply_thinking,
+        ProviderDialect, TranslateError, DEFAULT_ANTHROPIC_MAX_TOKENS,
     },
     records::ApiRecord,
 };
@@ -85,24 +85,27 @@ pub fn rewrite(
 
     let (body, prompt_chars) = match (client, provider) {
         (ProviderDialect::OpenAiChat, ProviderDialect::OpenAiChat) => {
-            rewrite_chat(body, stream, api, prefix_messages)?
+            with_thinking(rewrite_chat(body, stream, api, prefix_messages)?, api)
         }
         (ProviderDialect::OpenAiChat, ProviderDialect::AnthropicMessages) => {
             let (chat, chars) = rewrite_chat(body, stream, api, prefix_messages)?;
             let messages = chat_to_messages(
                 &Value::Object(chat),
                 api.max_tokens_cap.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS),
-                None,
+                api.thinking.as_ref(),
             )
             .map_err(refused)?;
             (as_object(messages)?, chars)
         }
         (ProviderDialect::AnthropicMessages, ProviderDialect::OpenAiChat) => {
             let chat = messages_to_chat(&Value::Object(body)).map_err(refused)?;
-            rewrite_chat(as_object(chat)?, stream, api, prefix_messages)?
+            with_thinking(
+                rewrite_chat(as_object(chat)?, stream, api, prefix_messages)?,
+                api,
+            )
         }
         (ProviderDialect::AnthropicMessages, ProviderDialect::AnthropicMessages) => {
-            rewrite_messages(body, api)?
+            with_thinking(rewrite_messages(body, api)?, api)
         }
     };
 
@@ -115,6 +118,23 @@ pub fn rewrite(
         prompt_estimate: u32::try_from(prompt_chars / 4).unwrap_or(u32::MAX),
         client_include_usage,
     })
+}
+
+/// Turns the provider's reasoning switch on when the API has a `thinking` tool; the body is
+/// already in the provider's dialect.
+fn with_thinking(
+    (body, chars): (Map<String, Value>, usize),
+    api: &ApiRecord,
+) -> (Map<String, Value>, usize) {
+    let Some(thinking) = &api.thinking else {
+        return (body, chars);
+    };
+    let mut body = Value::Object(body);
+    apply_thinking(api.provider, &mut body, thinking);
+    match body {
+        Value::Object(body) => (body, chars),
+        _ => (Map::new(), chars), // apply_thinking keeps an object an object
+    }
 }
 
 /// A client's request the provider's API cannot take: a 400 in the contract's shape.
@@ -414,6 +434,7 @@ mod tests {
             api_key_ciphertext: String::new(),
             prompt: CompiledPrompt::default(),
             tools: vec![json!({"type": "function", "function": {"name": "ours"}})],
+            thinking: None,
             rate_limit: None,
             config_version: None,
         }
@@ -625,6 +646,187 @@ mod tests {
             let err =
                 translated(bad.clone(), MESSAGES, MESSAGES, SystemMessagePolicy::Keep).unwrap_err();
             assert_eq!(err.status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_thinking_tool_turns_on_each_providers_reasoning_switch() {
+        let body = json!({"model": "x", "max_tokens": 500, "temperature": 0.5,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        let raw = serde_json::to_vec(&body).unwrap();
+        let thinking = crate::providers::thinking::ThinkingConfig {
+            budget_tokens: Some(2048),
+            effort: None,
+        };
+        let run = |provider: ProviderKind, dialect: ProviderDialect| {
+            let mut record = api(SystemMessagePolicy::Keep);
+            record.provider = provider;
+            record.max_tokens_cap = None;
+            record.thinking = Some(thinking.clone());
+            let out = rewrite(&raw, CHAT, dialect, &record, &[], 1 << 20).unwrap();
+            serde_json::from_slice::<Value>(&out.body).unwrap()
+        };
+        assert_eq!(run(ProviderKind::Openai, CHAT)["reasoning_effort"], "low");
+        assert_eq!(
+            run(ProviderKind::Deepseek, CHAT)["model"],
+            "deepseek-reasoner"
+        );
+        let anthropic = run(ProviderKind::Anthropic, MESSAGES);
+        assert_eq!(anthropic["thinking"]["budget_tokens"], 2048);
+        assert!(anthropic["max_tokens"].as_u64().unwrap() > 2048);
+        assert!(
+            anthropic.get("temperature").is_none(),
+            "refused with thinking on"
+        );
+        // Without the tool, nothing is switched on.
+        let mut record = api(SystemMessagePolicy::Keep);
+        record.provider = ProviderKind::Openai;
+        let out = rewrite(&raw, CHAT, CHAT, &record, &[], 1 << 20).unwrap();
+        let plain: Value = serde_json::from_slice(&out.body).unwrap();
+        assert!(plain.get("reasoning_effort").is_none());
+    }
+}
+
+/// Junk never panics and never becomes a 5xx: whatever the bytes, the answer is a rewritten
+/// body or a 4xx the client can read.
+#[cfg(test)]
+mod junk {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use wrapx_core::{prompt::CompiledPrompt, types::ProviderKind};
+
+    use super::*;
+
+    const DIALECTS: [(ProviderDialect, ProviderDialect); 4] = [
+        (ProviderDialect::OpenAiChat, ProviderDialect::OpenAiChat),
+        (
+            ProviderDialect::OpenAiChat,
+            ProviderDialect::AnthropicMessages,
+        ),
+        (
+            ProviderDialect::AnthropicMessages,
+            ProviderDialect::OpenAiChat,
+        ),
+        (
+            ProviderDialect::AnthropicMessages,
+            ProviderDialect::AnthropicMessages,
+        ),
+    ];
+
+    fn api() -> ApiRecord {
+        ApiRecord {
+            id: uuid::Uuid::nil(),
+            user_id: uuid::Uuid::nil(),
+            endpoint_id: "ep_x".into(),
+            active: true,
+            owner_active: true,
+            model: "pinned-model".into(),
+            system_message_policy: SystemMessagePolicy::Keep,
+            max_tokens_cap: Some(100),
+            provider_id: uuid::Uuid::nil(),
+            provider: ProviderKind::Openai,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key_ciphertext: String::new(),
+            prompt: CompiledPrompt::default(),
+            tools: vec![json!({"type": "function", "function": {"name": "ours"}})],
+            thinking: None,
+            rate_limit: None,
+            config_version: None,
+        }
+    }
+
+    fn check(raw: &[u8]) {
+        let prefix = vec![json!({"role": "system", "content": "ours"})];
+        for (client, provider) in DIALECTS {
+            if let Err(e) = rewrite(raw, client, provider, &api(), &prefix, 4096) {
+                assert!(
+                    (400..500).contains(&e.status()),
+                    "{} for {raw:?}",
+                    e.status()
+                );
+            }
+        }
+    }
+
+    /// Any JSON value, a few levels deep, with the keys a request has.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,40}".prop_map(Value::from),
+            prop_oneof![
+                Just("user"),
+                Just("system"),
+                Just("assistant"),
+                Just("tool"),
+                Just("function")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let key = prop_oneof![
+                Just("model".to_owned()),
+                Just("messages".to_owned()),
+                Just("role".to_owned()),
+                Just("content".to_owned()),
+                Just("stream".to_owned()),
+                Just("max_tokens".to_owned()),
+                Just("tools".to_owned()),
+                Just("stream_options".to_owned()),
+                Just("system".to_owned()),
+                Just("type".to_owned()),
+                Just("text".to_owned()),
+                Just("n".to_owned()),
+                Just("tool_choice".to_owned()),
+                Just("stop".to_owned()),
+                ".{0,8}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&raw);
+        }
+
+        #[test]
+        fn arbitrary_json(value in json_value()) {
+            check(&serde_json::to_vec(&value).unwrap());
+        }
+
+        #[test]
+        fn a_request_with_junk_in_one_field(value in json_value(), field in prop_oneof![
+            Just("messages"), Just("model"), Just("stream"), Just("max_tokens"), Just("tools"),
+            Just("stream_options"), Just("system"), Just("temperature"), Just("stop"),
+        ]) {
+            let mut body = json!({"model": "m", "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}]});
+            body[field] = value;
+            check(&serde_json::to_vec(&body).unwrap());
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        for depth in [200, 10_000, 100_000] {
+            let raw = format!(
+                r#"{{"messages":[{{"role":"user","content":{}1{}}}]}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            check(raw.as_bytes());
         }
     }
 }

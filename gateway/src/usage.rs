@@ -366,3 +366,52 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens), (4, 6));
     }
 }
+
+/// The usage reader takes whatever the provider streams, however it is cut.
+#[cfg(test)]
+mod junk {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_chunks_never_panic(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20),
+            stream in any::<bool>(),
+        ) {
+            for mut meter in [UsageMeter::new(stream, 64), UsageMeter::anthropic(stream, 64)] {
+                for chunk in &chunks {
+                    meter.feed(chunk);
+                }
+                let _ = meter.finish(7);
+            }
+        }
+
+        #[test]
+        fn a_real_stream_reads_the_same_however_it_is_split(
+            cuts in prop::collection::vec(0usize..400, 0..12),
+        ) {
+            let stream = concat!(
+                "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}}\n\n",
+                "data: [DONE]\n\n",
+            ).as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % stream.len()).collect();
+            cuts.sort_unstable();
+            let mut meter = UsageMeter::new(true, 64);
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                meter.feed(&stream[from..cut.max(from)]);
+                from = cut.max(from);
+            }
+            let usage = meter.finish(99);
+            prop_assert_eq!((usage.prompt_tokens, usage.completion_tokens), (10, 2));
+            prop_assert_eq!(usage.source, UsageSource::Reported);
+        }
+    }
+}

@@ -405,3 +405,143 @@ async fn first_byte_and_idle_timeouts_are_each_their_own() {
     worker_stop.cancel();
     worker_task.await.unwrap().unwrap();
 }
+
+/// Junk from a client with a valid key: never a 5xx, always a 4xx in the contract's shape (or
+/// a pass to the provider when it is a valid request after all), and each one logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn junk_input_gets_a_clear_4xx_and_is_logged() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let (worker_stop, worker_task) = worker(&env);
+    let gw = Gateway::start_with(&env, &[("WRAPX_GATEWAY__MAX_BODY_BYTES", "1048576")]).await;
+    let client = reqwest::Client::new();
+
+    let nested = format!(
+        r#"{{"messages":[{{"role":"user","content":{}"x"{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let mut random = vec![0u8; 4096];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("random bytes", "application/json", random),
+        ("empty", "application/json", Vec::new()),
+        ("deeply nested", "application/json", nested.into_bytes()),
+        (
+            "invalid UTF-8",
+            "application/json",
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec(),
+        ),
+        (
+            "over the size limit",
+            "application/json",
+            format!(
+                r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+                "a".repeat(2 << 20)
+            )
+            .into_bytes(),
+        ),
+        (
+            "messages a string",
+            "application/json",
+            br#"{"messages":"hello"}"#.to_vec(),
+        ),
+        (
+            "a message without role",
+            "application/json",
+            br#"{"messages":[{"content":"hi"}]}"#.to_vec(),
+        ),
+        (
+            "content a number",
+            "application/json",
+            br#"{"messages":[{"role":"user","content":5}]}"#.to_vec(),
+        ),
+        (
+            "stream a string",
+            "application/json",
+            br#"{"stream":"yes","messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+        ),
+        (
+            "max_tokens negative",
+            "application/json",
+            br#"{"max_tokens":-1,"messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+        ),
+        ("an array body", "application/json", b"[1,2,3]".to_vec()),
+        (
+            "a form",
+            "application/x-www-form-urlencoded",
+            b"messages=hi".to_vec(),
+        ),
+        (
+            "valid JSON, odd type",
+            "text/plain",
+            br#"{"messages":[{"role":"user","content":"hi"}]}"#.to_vec(),
+        ),
+    ];
+    let mut logged = Vec::new();
+    for (what, content_type, body) in cases {
+        let r = client
+            .post(gw.chat_url(&api))
+            .bearer_auth(&api.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        let status = r.status().as_u16();
+        logged.push(
+            r.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        );
+        let text = r.text().await.unwrap();
+        assert!(status < 500, "{what}: {status} {text}");
+        if status >= 400 {
+            let body: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{what}: not the contract's shape: {text}"));
+            assert!(body["error"]["code"].is_string(), "{what}: {text}");
+            assert!(body["error"]["message"].is_string(), "{what}: {text}");
+        }
+    }
+
+    // Headers past what the gateway reads: refused before any key check, never a 5xx.
+    let r = client
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        // Past pingora's 1 MiB of request head.
+        .header("x-junk", "j".repeat(2 << 20))
+        .json(&chat(false))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert!(
+            r.status().as_u16() < 500,
+            "oversized headers: {}",
+            r.status()
+        );
+    }
+    // The gateway is still fine.
+    let r = client
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    logged.push(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+
+    assert_exactly_logged(&env, &logged).await;
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}

@@ -535,3 +535,60 @@ async fn an_anthropic_client_on_an_anthropic_provider_passes_through_with_the_pr
         );
     }
 }
+
+/// A `thinking` tool on the wrapped API turns the provider's reasoning switch on: Anthropic's
+/// thinking budget (with max_tokens above it and temperature dropped), OpenAI's effort.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thinking_tool_switches_reasoning_on_at_each_provider() {
+    let env = Env::new(MockConfig::default()).await;
+    let anthropic = api_on(&env, "anthropic").await;
+    let openai = {
+        let provider = env.provider_of("openai", &env.mock.base_url()).await;
+        env.api_with(provider, "keep", None).await
+    };
+    let tool = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO tools (id, user_id, tool_name, tool_type, tool_config) VALUES ($1, $2, 'think', 'thinking', '{\"budget_tokens\": 3000}')")
+        .bind(tool)
+        .bind(env.user_id)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    for api in [anthropic.id, openai.id] {
+        sqlx::query(
+            "INSERT INTO wrapped_api_tools (id, wrapped_api_id, tool_id) VALUES ($1, $2, $3)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(api)
+        .bind(tool)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    }
+    let gw = Gateway::start(&env).await;
+    let client = reqwest::Client::new();
+    for api in [&anthropic, &openai] {
+        let r = client
+            .post(gw.chat_url(api))
+            .bearer_auth(&api.key)
+            .json(&json!({"model": "m", "temperature": 0.2,
+                "messages": [{"role": "user", "content": "think"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let seen = env.mock.requests();
+    assert_eq!(seen.len(), 2);
+    let to_anthropic = seen[0].json().unwrap();
+    assert_eq!(seen[0].path, "/v1/messages");
+    assert_eq!(
+        to_anthropic["thinking"],
+        json!({"type": "enabled", "budget_tokens": 3000})
+    );
+    assert!(to_anthropic["max_tokens"].as_u64().unwrap() > 3000);
+    assert!(to_anthropic.get("temperature").is_none());
+    let to_openai = seen[1].json().unwrap();
+    assert_eq!(to_openai["reasoning_effort"], "medium");
+    // The thinking tool is a switch, never a function the model is offered.
+    assert!(to_openai.get("tools").is_none(), "{to_openai}");
+}

@@ -9,7 +9,7 @@ pub const MIN_ANTHROPIC_BUDGET: u32 = 1024;
 
 /// The settings of a tool of type `thinking`, read from its `tool_config` JSON:
 /// `{"budget_tokens": 4096}` and/or `{"effort": "low"|"medium"|"high"}`; both optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ThinkingConfig {
     pub budget_tokens: Option<u32>,
     pub effort: Option<String>,
