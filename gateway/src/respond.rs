@@ -96,6 +96,26 @@ pub enum BodyError {
 /// is known, and from the start for a chunked one.
 const RETRY_BUFFER: usize = 64 * 1024;
 
+/// How much of a refused body is still read (and dropped) before the 413, and for how long.
+/// A client still sending when the gateway answers and closes gets a connection reset instead
+/// of the 413, and the SDKs retry a reset: reading the rest lets the 413 arrive. Past these
+/// bounds the connection is closed on the spot.
+const DRAIN_MAX: usize = 32 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops the rest of a refused body, within `DRAIN_MAX` and `DRAIN_TIME`.
+async fn drain(session: &mut Session, mut left: usize) {
+    let work = async {
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, work).await;
+}
+
 /// Reads the whole body: 413 from `content-length` before reading, and as soon as a chunked
 /// body passes the cap.
 pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
@@ -120,7 +140,10 @@ pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, BodyE
         ),
         None => None,
     };
-    if length.is_some_and(|n| n > max) {
+    if let Some(n) = length.filter(|n| *n > max) {
+        if n <= DRAIN_MAX {
+            drain(session, n).await;
+        }
         return Err(too_large());
     }
     let mut body = BytesMut::with_capacity(length.unwrap_or(8 * 1024).min(max));
@@ -134,6 +157,7 @@ pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, BodyE
         match session.read_request_body().await.map_err(BodyError::Read)? {
             Some(chunk) => {
                 if body.len() + chunk.len() > max {
+                    drain(session, DRAIN_MAX.saturating_sub(body.len() + chunk.len())).await;
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);

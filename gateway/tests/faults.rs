@@ -164,6 +164,70 @@ async fn a_broker_outage_under_load_loses_and_doubles_nothing() {
     worker_task.await.unwrap().unwrap();
 }
 
+/// PostgreSQL unreachable (for the gateway and the worker alike) under steady load: keys the
+/// gateway knows keep being served, the worker holds its batch and retries, and once the
+/// database is back every request has exactly one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_under_load_delays_rows_but_loses_none() {
+    let mut env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let database = Forwarder::to("127.0.0.1:5432", true).await;
+    let forwarded =
+        env.db_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", database.port), 1);
+    assert_ne!(
+        forwarded, env.db_url,
+        "the test database is on 127.0.0.1:5432"
+    );
+    env.settings.database.url = wrapx_core::config::Secret::new(forwarded.clone());
+    let (worker_stop, worker_task) = worker(&env);
+    let gw = Gateway::start_with(
+        &env,
+        &[
+            ("WRAPX_DATABASE__URL", forwarded.as_str()),
+            ("WRAPX_GATEWAY__KEY_CACHE_TTL_MS", "60000"),
+        ],
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, &api, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    database.set(false);
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM api_logs")
+            .fetch_one(&env.db) // the test's own pool, not through the forwarder
+            .await
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let early = rows().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rows().await,
+        early,
+        "rows were written while the database was away"
+    );
+    database.set(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = traffic.await.unwrap();
+
+    assert!(
+        answers.statuses.len() > 20,
+        "steady load: {}",
+        answers.statuses.len()
+    );
+    assert!(
+        answers.statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        answers.statuses
+    );
+    assert_exactly_logged(&env, &answers.request_ids).await;
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
+
 /// A private Redis for one test, on its own port; stopped and started by the test.
 struct PrivateRedis {
     port: u16,

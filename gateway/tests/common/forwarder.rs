@@ -1,5 +1,5 @@
-//! A TCP forwarder to RabbitMQ that a test switches on and off, to play a broker outage
-//! without touching the shared broker.
+//! A TCP forwarder that a test switches on and off, to play an outage of RabbitMQ or
+//! PostgreSQL without touching the shared servers.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -21,13 +21,19 @@ fn vhost_of(url: &str) -> &str {
 /// A TCP forwarder to RabbitMQ the test switches on and off: off refuses new connections (by
 /// closing them at once) and cuts the live ones.
 pub struct Forwarder {
-    port: u16,
+    pub port: u16,
     enabled: Arc<AtomicBool>,
     cut: Arc<Mutex<CancellationToken>>,
 }
 
 impl Forwarder {
+    /// A forwarder to the shared RabbitMQ.
     pub async fn start(enabled: bool) -> Self {
+        Self::to(RABBIT, enabled).await
+    }
+
+    /// A forwarder to `target` (`host:port`).
+    pub async fn to(target: &'static str, enabled: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let enabled = Arc::new(AtomicBool::new(enabled));
@@ -42,7 +48,7 @@ impl Forwarder {
                 }
                 let cut = token.lock().unwrap().clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(RABBIT).await else {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
@@ -55,6 +61,7 @@ impl Forwarder {
         Self { port, enabled, cut }
     }
 
+    /// `vhost_url` (a RabbitMQ URL) through this forwarder.
     pub fn url(&self, vhost_url: &str) -> String {
         format!(
             "amqp://guest:guest@127.0.0.1:{}/{}",
