@@ -96,6 +96,9 @@ pub struct GatewaySettings {
     pub shutdown_grace_ms: u64,
     /// Request bodies past this size answer 413.
     pub max_body_bytes: usize,
+    /// A request body not read whole within this answers 408: slow or stalled senders do not
+    /// hold a connection and its memory for long.
+    pub body_read_timeout_ms: u64,
     /// Request and response data kept in an event is cut to this many bytes.
     pub event_data_max_bytes: usize,
     pub spool_dir: String,
@@ -234,6 +237,10 @@ impl Settings {
         )?;
         nonzero("gateway.idle_timeout_ms", self.gateway.idle_timeout_ms)?;
         nonzero("gateway.max_body_bytes", self.gateway.max_body_bytes as u64)?;
+        nonzero(
+            "gateway.body_read_timeout_ms",
+            self.gateway.body_read_timeout_ms,
+        )?;
         nonzero(
             "gateway.fallback_rate_per_second",
             self.gateway.fallback_rate_per_second as u64,

@@ -104,6 +104,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             idle: Duration::from_millis(g.idle_timeout_ms),
         },
         max_body_bytes: g.max_body_bytes,
+        body_read_timeout: Duration::from_millis(g.body_read_timeout_ms),
         event_data_max_bytes: g.event_data_max_bytes,
         access_log: g.access_log,
     };

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The request body is larger than this gateway accepts.
     BodyTooLarge,
+    /// The request body did not arrive in time.
+    BodyTimeout,
     /// Rate limit reached for requests.
     RateLimited,
     /// The upstream provider failed to answer.
@@ -61,6 +63,7 @@ impl ErrorKind {
             Self::UnknownPath => (404, "invalid_request_error", "unknown_url"),
             Self::InvalidRequest => (400, "invalid_request_error", "invalid_request"),
             Self::BodyTooLarge => (413, "invalid_request_error", "request_too_large"),
+            Self::BodyTimeout => (408, "invalid_request_error", "request_timeout"),
             Self::RateLimited => (429, "requests", "rate_limit_exceeded"),
             Self::UpstreamError => (502, "upstream_error", "bad_gateway"),
             Self::ProviderOverloaded => (502, "upstream_error", "provider_overloaded"),
@@ -87,6 +90,7 @@ impl ErrorKind {
             Self::UnknownPath => "Unknown path.",
             Self::InvalidRequest => "The request is not valid.",
             Self::BodyTooLarge => "The request body is larger than this gateway accepts.",
+            Self::BodyTimeout => "The request body did not arrive in time.",
             Self::RateLimited => "Rate limit reached for requests.",
             Self::UpstreamError => "The upstream provider failed to answer.",
             Self::ProviderOverloaded => "The upstream provider is overloaded; retry later.",
@@ -175,6 +179,7 @@ mod tests {
             ErrorKind::UnknownPath,
             ErrorKind::InvalidRequest,
             ErrorKind::BodyTooLarge,
+            ErrorKind::BodyTimeout,
             ErrorKind::RateLimited,
             ErrorKind::UpstreamError,
             ErrorKind::ProviderOverloaded,

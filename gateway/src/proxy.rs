@@ -36,6 +36,7 @@ pub struct Gateway {
     pub in_flight: Arc<InFlight>,
     pub timeouts: Timeouts,
     pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
     pub event_data_max_bytes: usize,
     pub access_log: bool,
 }
@@ -439,14 +440,15 @@ impl Gateway {
             }
         }
 
-        let raw = match respond::read_body(session, self.max_body_bytes).await {
-            Ok(raw) => raw,
-            Err(BodyError::Refused(e)) => return Err(e.into()),
-            Err(BodyError::Read(e)) => {
-                ctx.failure = Some(FailureClass::ClientGone);
-                return Err(AdmitError::Io(e));
-            }
-        };
+        let raw =
+            match respond::read_body(session, self.max_body_bytes, self.body_read_timeout).await {
+                Ok(raw) => raw,
+                Err(BodyError::Refused(e)) => return Err(e.into()),
+                Err(BodyError::Read(e)) => {
+                    ctx.failure = Some(FailureClass::ClientGone);
+                    return Err(AdmitError::Io(e));
+                }
+            };
         let provider = ProviderDialect::of(api.record.provider);
         let rewritten = rewrite::rewrite(
             &raw,

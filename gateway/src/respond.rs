@@ -116,9 +116,26 @@ async fn drain(session: &mut Session, mut left: usize) {
     let _ = tokio::time::timeout(DRAIN_TIME, work).await;
 }
 
-/// Reads the whole body: 413 from `content-length` before reading, and as soon as a chunked
-/// body passes the cap.
-pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
+/// Reads the whole body within `timeout` (else 408): 413 from `content-length` before reading,
+/// and as soon as a chunked body passes the cap.
+pub async fn read_body(
+    session: &mut Session,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, read_body_untimed(session, max)).await {
+        Ok(read) => read,
+        Err(_) => Err(BodyError::Refused(GatewayError::with_message(
+            ErrorKind::BodyTimeout,
+            format!(
+                "The request body did not arrive within {} ms.",
+                timeout.as_millis()
+            ),
+        ))),
+    }
+}
+
+async fn read_body_untimed(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
     let too_large = || {
         BodyError::Refused(GatewayError::with_message(
             ErrorKind::BodyTooLarge,

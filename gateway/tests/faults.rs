@@ -609,3 +609,106 @@ async fn junk_input_gets_a_clear_4xx_and_is_logged() {
     worker_stop.cancel();
     worker_task.await.unwrap().unwrap();
 }
+
+/// Hundreds of slow clients: some dribble their request head a byte at a time, some send the
+/// head and a little of the body and stall. Normal requests are still answered, the stalled
+/// bodies get a 408 at the body deadline (and, their key being valid, a row each), and the
+/// gateway never gives any of them a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_do_not_starve_the_others_and_stalled_bodies_get_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let (worker_stop, worker_task) = worker(&env);
+    let gw = Gateway::start_with(&env, &[("WRAPX_GATEWAY__BODY_READ_TIMEOUT_MS", "800")]).await;
+    let addr = format!("127.0.0.1:{}", gw.port);
+    let path = format!("/w/{}/v1/chat/completions", api.endpoint);
+
+    // Heads a byte every 50 ms: they never finish while the test runs.
+    let dribblers: Vec<_> = (0..200)
+        .map(|_| {
+            let (addr, path) = (addr.clone(), path.clone());
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n",
+                    "p".repeat(200)
+                );
+                for byte in head.bytes() {
+                    if s.write_all(&[byte]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .collect();
+
+    // Whole heads with a valid key, then 10 bytes of a 1000-byte body, then nothing.
+    let stalled: Vec<_> = (0..50)
+        .map(|_| {
+            let (addr, path, key) = (addr.clone(), path.clone(), api.key.clone());
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"messages"
+                );
+                s.write_all(head.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+                String::from_utf8_lossy(&answer).into_owned()
+            })
+        })
+        .collect();
+
+    let client = reqwest::Client::new();
+    let mut logged = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            client
+                .post(gw.chat_url(&api))
+                .bearer_auth(&api.key)
+                .json(&chat(false))
+                .send(),
+        )
+        .await
+        .expect("a normal request is not held up by slow clients")
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        logged.push(
+            r.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        );
+    }
+
+    for answer in stalled {
+        let answer = answer.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+        let id = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .expect("x-request-id")
+            .trim()
+            .parse::<Uuid>()
+            .unwrap();
+        logged.push(id);
+    }
+    for d in dribblers {
+        d.abort();
+    }
+    assert_exactly_logged(&env, &logged).await;
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
