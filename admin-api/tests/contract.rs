@@ -874,3 +874,35 @@ async fn the_binary_serves_and_exits_0_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Known traffic shows up with exact counts under the contract's metric name.
+#[tokio::test]
+async fn request_metrics_count_known_traffic_exactly() {
+    let app = spawn().await;
+    let scrape = || async {
+        let page = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.lines()
+            .find_map(|l| l.strip_prefix("wrapx_admin_requests_total{status=\"4xx\"} "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = scrape().await;
+    for _ in 0..3 {
+        let r = app
+            .client
+            .get(app.url("/api/v1/projects"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(scrape().await - before, 3.0);
+    app.shutdown().await;
+}

@@ -592,3 +592,77 @@ async fn a_thinking_tool_switches_reasoning_on_at_each_provider() {
     // The thinking tool is a switch, never a function the model is offered.
     assert!(to_openai.get("tools").is_none(), "{to_openai}");
 }
+
+/// Through the worker: a request on an Anthropic-backed API, JSON and stream, becomes one
+/// `api_logs` row each with the provider's tokens and the pricing table's cost for the model.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anthropic_backed_request_is_logged_with_tokens_and_cost() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = api_on(&env, "anthropic").await;
+    sqlx::query("UPDATE wrapped_apis SET model = 'claude-3-5-haiku' WHERE id = $1")
+        .bind(api.id)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(wrapx_worker::run(env.settings.clone(), stop.clone()));
+    let gw = Gateway::start(&env).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for stream in [false, true] {
+        let r = client
+            .post(gw.chat_url(&api))
+            .bearer_auth(&api.key)
+            .json(&chat(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(
+            r.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+        r.bytes().await.unwrap();
+    }
+    let pricing =
+        wrapx_core::pricing::Pricing::parse(wrapx_core::pricing::DEFAULT_PRICING_TOML).unwrap();
+    let lookup = pricing.price("claude-3-5-haiku");
+    assert!(!lookup.is_default, "the model is in the pricing table");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in ids {
+        let row = loop {
+            let row: Option<(i32, i32, String, String, bool)> = sqlx::query_as(
+                "SELECT prompt_tokens, completion_tokens, cost::text, model, stream FROM api_logs WHERE request_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&env.db)
+            .await
+            .unwrap();
+            if let Some(row) = row {
+                break row;
+            }
+            assert!(Instant::now() < deadline, "no api_logs row for {id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (prompt, completion, cost, model, stream) = row;
+        assert_eq!(model, "claude-3-5-haiku");
+        assert_eq!(prompt, 10, "the provider's input tokens");
+        let want = lookup
+            .price
+            .cost(prompt as u32, completion as u32)
+            .to_string();
+        let same: bool = sqlx::query_scalar("SELECT $1::numeric = $2::numeric")
+            .bind(&cost)
+            .bind(&want)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+        assert!(same, "cost {cost}, priced {want} (stream {stream})");
+        assert!(completion > 0, "the provider's output tokens");
+    }
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
