@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod records;
+pub mod redis_conn;
 pub mod respond;
 pub mod rewrite;
 pub mod routes;

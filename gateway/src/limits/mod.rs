@@ -109,9 +109,12 @@ impl RateLimiter {
                     return decision;
                 }
                 Ok(Err(error)) => inner.health.record_failure(&error),
-                Err(_elapsed) => inner
-                    .health
-                    .record_failure(&format!("no answer within {:?}", inner.redis_timeout)),
+                Err(_elapsed) => {
+                    inner.redis.reset();
+                    inner
+                        .health
+                        .record_failure(&format!("no answer within {:?}", inner.redis_timeout));
+                }
             }
         }
         crate::metrics::limit_fallback();

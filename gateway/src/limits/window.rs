@@ -12,6 +12,7 @@ use uuid::Uuid;
 use wrapx_core::cache::CacheNames;
 
 use super::{Decision, LimitSource};
+use crate::redis_conn::SharedConnection;
 
 /// KEYS[1]: the set. ARGV: limit, window in microseconds, a unique member.
 /// Returns {allowed (0/1), count in the window after this check, reset in µs, retry in µs or -1}.
@@ -52,7 +53,7 @@ return {allowed, count, reset, retry}
 "#;
 
 pub(super) struct SlidingWindow {
-    pool: Pool,
+    redis: SharedConnection,
     names: CacheNames,
     /// Sent as `EVALSHA`; `redis::Script` falls back to loading it when Redis does not know
     /// the hash (a restarted or flushed Redis).
@@ -71,7 +72,7 @@ pub(super) enum RedisCheckError {
 impl SlidingWindow {
     pub(super) fn new(pool: Pool, names: CacheNames) -> Self {
         Self {
-            pool,
+            redis: SharedConnection::new(pool),
             names,
             script: redis::Script::new(SCRIPT),
         }
@@ -84,15 +85,16 @@ impl SlidingWindow {
         window: Duration,
     ) -> Result<Decision, RedisCheckError> {
         let window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX).max(1);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.get().await?;
         let (allowed, count, reset_us, retry_us): (i64, i64, i64, i64) = self
             .script
             .key(self.names.rate_limit(subject))
             .arg(limit)
             .arg(window_us)
             .arg(Uuid::new_v4().simple().to_string())
-            .invoke_async(&mut *conn)
-            .await?;
+            .invoke_async(&mut conn)
+            .await
+            .inspect_err(|_| self.redis.reset())?;
         let count = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
         Ok(Decision {
             allowed: allowed == 1,
@@ -102,6 +104,11 @@ impl SlidingWindow {
             retry_after: (allowed != 1).then(|| micros(retry_us)),
             source: LimitSource::Redis,
         })
+    }
+
+    /// A check ran out of time: the connection may be stuck, so the next one starts afresh.
+    pub(super) fn reset(&self) {
+        self.redis.reset();
     }
 }
 
