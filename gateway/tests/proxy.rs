@@ -524,15 +524,25 @@ async fn health_readiness_and_metrics() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let text = client
-        .get(format!("http://127.0.0.1:{}/metrics", gw.metrics_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(text.contains(r#"wrapx_gateway_requests_total{status="2xx",provider="openai_compatible",stream="false"} 3"#), "{text}");
+    // A request is counted in its logging phase, which may end just after its answer did.
+    let want = r#"wrapx_gateway_requests_total{status="2xx",provider="openai_compatible",stream="false"} 3"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = client
+            .get(format!("http://127.0.0.1:{}/metrics", gw.metrics_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let tokens = r#"wrapx_gateway_tokens_total{kind="completion"} 15"#;
+        if (text.contains(want) && text.contains(tokens)) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains(want), "{text}");
     assert!(
         text.contains(r#"wrapx_gateway_tokens_total{kind="completion"} 15"#),
         "{text}"

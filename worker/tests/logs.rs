@@ -368,11 +368,16 @@ async fn metrics_count_known_traffic_exactly() {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let page = eventually("the counts on the metrics page", WAIT, || async {
         let page = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        // Counted when settled, just after the commit the rows came from.
         let dead = sample(
             &page,
             r#"wrapx_worker_events_total{queue="wrapx.logs",outcome="dead_letter"}"#,
         );
-        (dead == Some(3.0)).then_some(page)
+        let done = sample(
+            &page,
+            r#"wrapx_worker_events_total{queue="wrapx.logs",outcome="done"}"#,
+        );
+        (dead == Some(3.0) && done >= Some(25.0)).then_some(page)
     })
     .await;
     assert_eq!(
