@@ -68,7 +68,7 @@ struct Inner {
     redis: SlidingWindow,
     local: LocalLimiters,
     health: Health,
-    /// The bound on one Redis check, pool wait included.
+    /// The bound on one Redis check, connecting included.
     redis_timeout: Duration,
 }
 
