@@ -8,15 +8,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 use wrapx_core::events::{RequestEvent, RequestOutcome, Usage};
 
 use crate::{
-    auth::Identity, limits::Decision, providers::AnswerTranslator, routes::Route,
-    upstream::FailureClass, usage::UsageMeter, watchdog::Watchdog,
+    auth::Identity,
+    errors::GatewayError,
+    limits::Decision,
+    providers::{AnswerTranslator, ProviderDialect},
+    routes::Route,
+    upstream::FailureClass,
+    usage::UsageMeter,
+    watchdog::Watchdog,
 };
 
 /// Requests in flight, so a stopping gateway can wait for them.
@@ -86,7 +92,23 @@ pub struct RequestCtx {
     pub translator: Option<AnswerTranslator>,
     /// The first-byte and idle deadlines of the upstream exchange, once connected.
     pub watchdog: Option<Watchdog>,
+    /// A chunked body longer than pingora's retry buffer, still arriving.
+    pub pending_body: Option<PendingBody>,
+    /// Why the pending body was refused once it had arrived (the answer `fail_to_proxy` gives).
+    pub body_refused: Option<GatewayError>,
     _in_flight: InFlightGuard,
+}
+
+/// A chunked request body gathered in `request_body_filter` as pingora forwards the request,
+/// then rewritten at its end: pingora can hand a body the gateway read itself only from its
+/// 64 KiB retry buffer, so a longer chunked body is read this way instead.
+#[derive(Debug)]
+pub struct PendingBody {
+    pub raw: BytesMut,
+    /// The dialect the client speaks, for the rewrite.
+    pub client: ProviderDialect,
+    /// The body deadline (`gateway.body_read_timeout_ms`), counted from the request's start.
+    pub deadline: Instant,
 }
 
 impl RequestCtx {
@@ -109,6 +131,8 @@ impl RequestCtx {
             meter: None,
             translator: None,
             watchdog: None,
+            pending_body: None,
+            body_refused: None,
             _in_flight: in_flight,
         }
     }

@@ -14,13 +14,13 @@ use wrapx_core::events::{Event, RequestOutcome};
 
 use crate::{
     auth::{presented_key, Authenticator},
-    ctx::{InFlight, RequestCtx},
+    ctx::{InFlight, PendingBody, RequestCtx},
     errors::{ErrorKind, GatewayError},
     events::EventPublisher,
     limits::RateLimiter,
     metrics,
     providers::{AnswerTranslator, ProviderDialect},
-    respond::{self, BodyError},
+    respond::{self, Body, BodyError},
     rewrite,
     routes::{Endpoint, Route},
     upstream::{self, FailureClass, Timeouts},
@@ -112,11 +112,13 @@ impl ProxyHttp for Gateway {
             &identity.api.upstream,
             ProviderDialect::of(identity.api.record.provider),
             &identity.api.authorization,
-            ctx.body.len(),
+            // A body still arriving goes out chunked, its length unknown until its end.
+            (ctx.pending_body.is_none()).then_some(ctx.body.len()),
         )
     }
 
-    /// The body was read and rewritten in `request_filter`; pingora sends what is set here.
+    /// The body was read and rewritten in `request_filter`, or is gathered here when it was
+    /// too long for that (`PendingBody`); pingora sends what is set here.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -124,6 +126,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if ctx.pending_body.is_some() {
+            return self.gather_body(body, end_of_stream, ctx);
+        }
         *body = end_of_stream.then(|| ctx.body.clone());
         Ok(())
     }
@@ -266,6 +271,9 @@ impl ProxyHttp for Gateway {
     where
         RequestCtx: Send + Sync,
     {
+        if let Some(error) = ctx.body_refused.take() {
+            return self.refuse_gathered_body(session, ctx, error).await;
+        }
         let class = if ctx.watchdog.as_ref().is_some_and(Watchdog::fired) {
             FailureClass::Timeout
         } else if ctx.upstream_5xx.is_some() {
@@ -346,6 +354,15 @@ impl ProxyHttp for Gateway {
             self.publisher.publish(Event::Request(event));
         }
     }
+}
+
+/// Records why a pending body was refused, for `logging` and `fail_to_proxy`, and the error
+/// that stops pingora forwarding it.
+fn refuse_body(ctx: &mut RequestCtx, error: GatewayError) -> Box<Error> {
+    ctx.refusal = Some((RequestOutcome::Rejected, error.message.to_string()));
+    let status = error.status();
+    ctx.body_refused = Some(error);
+    Error::explain(ErrorType::HTTPStatus(status), "request body refused")
 }
 
 /// Why `admit` stopped a request.
@@ -442,16 +459,42 @@ impl Gateway {
 
         let raw =
             match respond::read_body(session, self.max_body_bytes, self.body_read_timeout).await {
-                Ok(raw) => raw,
+                Ok(Body::Whole(raw)) => raw,
+                Ok(Body::Started(raw)) => {
+                    // Each read of the rest is bounded too, so a stalled sender is cut even
+                    // when no chunk arrives to check the deadline.
+                    session.set_read_timeout(Some(self.body_read_timeout));
+                    ctx.pending_body = Some(PendingBody {
+                        raw,
+                        client,
+                        deadline: ctx.started + self.body_read_timeout,
+                    });
+                    return Ok(Admission::Forward);
+                }
                 Err(BodyError::Refused(e)) => return Err(e.into()),
                 Err(BodyError::Read(e)) => {
                     ctx.failure = Some(FailureClass::ClientGone);
                     return Err(AdmitError::Io(e));
                 }
             };
+        self.rewrite(ctx, &raw, client)?;
+        Ok(Admission::Forward)
+    }
+
+    /// Rewrites the client's body for the provider, and readies the reading of the answer.
+    fn rewrite(
+        &self,
+        ctx: &mut RequestCtx,
+        raw: &[u8],
+        client: ProviderDialect,
+    ) -> Result<(), GatewayError> {
+        let Some(identity) = &ctx.identity else {
+            return Err(GatewayError::new(ErrorKind::Internal));
+        };
+        let api = identity.api.clone();
         let provider = ProviderDialect::of(api.record.provider);
         let rewritten = rewrite::rewrite(
-            &raw,
+            raw,
             client,
             provider,
             &api.record,
@@ -478,7 +521,74 @@ impl Gateway {
             &api.record.model,
             rewritten.client_include_usage,
         );
-        Ok(Admission::Forward)
+        Ok(())
+    }
+
+    /// One piece of a pending body: kept until the end, then the whole is rewritten and sent.
+    /// A refusal (too large, too slow, not a valid request) ends the exchange with the
+    /// provider, which has had only the request head, and `fail_to_proxy` answers it.
+    fn gather_body(
+        &self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        let Some(pending) = ctx.pending_body.as_mut() else {
+            return Ok(());
+        };
+        if let Some(chunk) = body.take() {
+            if pending.raw.len() + chunk.len() > self.max_body_bytes {
+                return Err(refuse_body(ctx, respond::too_large(self.max_body_bytes)));
+            }
+            pending.raw.extend_from_slice(&chunk);
+        }
+        if std::time::Instant::now() > pending.deadline {
+            let error = GatewayError::with_message(
+                ErrorKind::BodyTimeout,
+                format!(
+                    "The request body did not arrive within {} ms.",
+                    self.body_read_timeout.as_millis()
+                ),
+            );
+            return Err(refuse_body(ctx, error));
+        }
+        if !end_of_stream {
+            // Empty, not `None`: `None` would end the body going upstream.
+            *body = Some(Bytes::new());
+            return Ok(());
+        }
+        let Some(PendingBody { raw, client, .. }) = ctx.pending_body.take() else {
+            return Ok(());
+        };
+        if let Err(error) = self.rewrite(ctx, &raw, client) {
+            return Err(refuse_body(ctx, error));
+        }
+        *body = Some(ctx.body.clone());
+        Ok(())
+    }
+
+    /// The answer to a pending body refused in `gather_body`. The rest of a body too large is
+    /// read first (within bounds), so the client gets the 413 rather than a reset.
+    async fn refuse_gathered_body(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        error: GatewayError,
+    ) -> FailToProxy {
+        if error.kind == ErrorKind::BodyTooLarge {
+            respond::drain(session, respond::DRAIN_MAX).await;
+        }
+        let error_code = match respond::final_error(session, ctx.request_id, &error).await {
+            Ok(()) => error.status(),
+            Err(write) => {
+                tracing::debug!(error = %write, "could not write the error answer");
+                0
+            }
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn answer(

@@ -93,18 +93,27 @@ pub enum BodyError {
 /// pingora re-sends a request body it holds in its retry buffer (64 KiB); the gateway puts its
 /// rewritten body in place of that in `request_body_filter`. A body we read ourselves must
 /// therefore end up there: the buffer is switched on for the last 64 KiB of a body whose length
-/// is known, and from the start for a chunked one.
+/// is known, and from the start for a chunked one. A chunked body that outgrows it is read only
+/// that far here; pingora hands the rest to `request_body_filter` as it forwards the request.
 const RETRY_BUFFER: usize = 64 * 1024;
+
+/// A request body as `read_body` leaves it.
+#[derive(Debug)]
+pub enum Body {
+    Whole(Bytes),
+    /// The start of a chunked body longer than the retry buffer: the rest is still to come.
+    Started(BytesMut),
+}
 
 /// How much of a refused body is still read (and dropped) before the 413, and for how long.
 /// A client still sending when the gateway answers and closes gets a connection reset instead
 /// of the 413, and the SDKs retry a reset: reading the rest lets the 413 arrive. Past these
 /// bounds the connection is closed on the spot.
-const DRAIN_MAX: usize = 32 * 1024 * 1024;
+pub const DRAIN_MAX: usize = 32 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and drops the rest of a refused body, within `DRAIN_MAX` and `DRAIN_TIME`.
-async fn drain(session: &mut Session, mut left: usize) {
+pub async fn drain(session: &mut Session, mut left: usize) {
     let work = async {
         while let Ok(Some(chunk)) = session.read_request_body().await {
             left = left.saturating_sub(chunk.len());
@@ -116,13 +125,13 @@ async fn drain(session: &mut Session, mut left: usize) {
     let _ = tokio::time::timeout(DRAIN_TIME, work).await;
 }
 
-/// Reads the whole body within `timeout` (else 408): 413 from `content-length` before reading,
-/// and as soon as a chunked body passes the cap.
+/// Reads the body within `timeout` (else 408): 413 from `content-length` before reading, and as
+/// soon as a chunked body passes the cap.
 pub async fn read_body(
     session: &mut Session,
     max: usize,
     timeout: std::time::Duration,
-) -> Result<Bytes, BodyError> {
+) -> Result<Body, BodyError> {
     match tokio::time::timeout(timeout, read_body_untimed(session, max)).await {
         Ok(read) => read,
         Err(_) => Err(BodyError::Refused(GatewayError::with_message(
@@ -135,13 +144,16 @@ pub async fn read_body(
     }
 }
 
-async fn read_body_untimed(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
-    let too_large = || {
-        BodyError::Refused(GatewayError::with_message(
-            ErrorKind::BodyTooLarge,
-            format!("The request body is larger than {max} bytes."),
-        ))
-    };
+/// The 413 for a body past `max` bytes.
+pub fn too_large(max: usize) -> GatewayError {
+    GatewayError::with_message(
+        ErrorKind::BodyTooLarge,
+        format!("The request body is larger than {max} bytes."),
+    )
+}
+
+async fn read_body_untimed(session: &mut Session, max: usize) -> Result<Body, BodyError> {
+    let too_large = || BodyError::Refused(too_large(max));
     let length = match session
         .req_header()
         .headers
@@ -178,15 +190,12 @@ async fn read_body_untimed(session: &mut Session, max: usize) -> Result<Bytes, B
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
+                if length.is_none() && session.as_downstream().retry_buffer_truncated() {
+                    return Ok(Body::Started(body));
+                }
             }
             None => break,
         }
     }
-    if !body.is_empty() && session.as_downstream().get_retry_buffer().is_none() {
-        return Err(BodyError::Refused(GatewayError::with_message(
-            ErrorKind::BodyTooLarge,
-            "Chunked request bodies are limited to 64 KiB; send a content-length for larger ones.",
-        )));
-    }
-    Ok(body.freeze())
+    Ok(Body::Whole(body.freeze()))
 }

@@ -120,7 +120,7 @@ const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 /// Rewrites the client's request header into the provider's: path, host, the provider's key
 /// instead of the client's (in the header the provider's dialect expects), no hop-by-hop
-/// headers, the rewritten body's length, no compression (usage is read from the answer on the
+/// headers, the rewritten body's length (chunked when it is still arriving), no compression (usage is read from the answer on the
 /// way through).
 ///
 /// `authorization` is the loaded API's `Bearer <provider key>`; Anthropic gets the bare key in
@@ -130,7 +130,7 @@ pub fn prepare_request(
     target: &UpstreamTarget,
     dialect: ProviderDialect,
     authorization: &str,
-    body_len: usize,
+    body_len: Option<usize>,
 ) -> pingora_error::Result<()> {
     // Headers the `Connection` header nominates are hop-by-hop too.
     let nominated: Vec<String> = req
@@ -172,7 +172,10 @@ pub fn prepare_request(
         .map_err(|e| Error::because(ErrorType::InternalError, "provider key header", e))?;
     key.set_sensitive(true);
     req.insert_header(key_header, key)?;
-    req.insert_header("content-length", body_len.to_string())?;
+    match body_len {
+        Some(n) => req.insert_header("content-length", n.to_string())?,
+        None => req.insert_header("transfer-encoding", "chunked")?,
+    }
     req.insert_header("accept-encoding", "identity")?;
     Ok(())
 }
@@ -264,7 +267,7 @@ mod tests {
             &target,
             ProviderDialect::OpenAiChat,
             "Bearer sk-provider",
-            42,
+            Some(42),
         )
         .unwrap();
         let get = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
@@ -286,7 +289,7 @@ mod tests {
             &target,
             ProviderDialect::AnthropicMessages,
             "Bearer sk-provider",
-            42,
+            Some(42),
         )
         .unwrap();
         let get = |n: &str| {
@@ -308,5 +311,30 @@ mod tests {
         );
         assert_eq!(get("x-secret-hop"), None);
         assert_eq!(anthropic.uri.path(), "/v1/messages");
+    }
+
+    #[test]
+    fn a_body_still_arriving_goes_out_chunked() {
+        let target = UpstreamTarget {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: false,
+            sni: "h".into(),
+            host: "h:1".into(),
+            chat_path: "/v1/chat/completions".into(),
+            messages_path: "/v1/messages".into(),
+        };
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        req.append_header("transfer-encoding", "chunked").unwrap();
+        prepare_request(
+            &mut req,
+            &target,
+            ProviderDialect::OpenAiChat,
+            "Bearer sk-provider",
+            None,
+        )
+        .unwrap();
+        assert_eq!(req.headers.get_all("transfer-encoding").iter().count(), 1);
+        assert_eq!(req.headers["transfer-encoding"], "chunked");
+        assert!(req.headers.get("content-length").is_none());
     }
 }
