@@ -99,6 +99,9 @@ pub struct GatewaySettings {
     /// A request body not read whole within this answers 408: slow or stalled senders do not
     /// hold a connection and its memory for long.
     pub body_read_timeout_ms: u64,
+    /// A request head not received whole within this of its first byte closes the connection
+    /// (pingora's own header timeout is per read, so a byte at a time would never trip it).
+    pub header_read_timeout_ms: u64,
     /// Request and response data kept in an event is cut to this many bytes.
     pub event_data_max_bytes: usize,
     pub spool_dir: String,
@@ -240,6 +243,10 @@ impl Settings {
         nonzero(
             "gateway.body_read_timeout_ms",
             self.gateway.body_read_timeout_ms,
+        )?;
+        nonzero(
+            "gateway.header_read_timeout_ms",
+            self.gateway.header_read_timeout_ms,
         )?;
         nonzero(
             "gateway.fallback_rate_per_second",

@@ -9,7 +9,10 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use pingora_core::{server::configuration::ServerConf, services::Service};
+use pingora_core::{
+    server::configuration::ServerConf,
+    services::{listening::Service, Service as _},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use wrapx_core::{cache::CacheNames, config::Settings, crypto::MasterKeys, keys::KeyHasher};
 
@@ -17,6 +20,7 @@ use crate::{
     auth::{Authenticator, RecordCache},
     ctx::InFlight,
     events::EventPublisher,
+    head_deadline::WithHeadDeadline,
     invalidation,
     limits::RateLimiter,
     metrics,
@@ -110,7 +114,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     };
 
     let conf = Arc::new(ServerConf::default());
-    let mut service = pingora_proxy::http_proxy_service_with_name(&conf, gateway, "wrapx-gateway");
+    let proxy = WithHeadDeadline::new(
+        pingora_proxy::http_proxy(&conf, gateway),
+        Duration::from_millis(g.header_read_timeout_ms),
+    );
+    let mut service = Service::new("wrapx-gateway".to_owned(), proxy);
     service.add_tcp(&g.listen.to_string());
     let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(async move {

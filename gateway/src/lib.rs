@@ -6,6 +6,7 @@ pub mod auth;
 pub mod ctx;
 pub mod errors;
 pub mod events;
+pub mod head_deadline;
 pub mod invalidation;
 pub mod limits;
 pub mod metrics;

@@ -18,6 +18,8 @@ pub const KEY_LOOKUPS_TOTAL: &str = "wrapx_gateway_key_lookups_total";
 pub const REDIS_DURATION: &str = "wrapx_gateway_redis_seconds";
 /// Rate-limit checks answered by the local limiter because Redis was unreachable or slow.
 pub const LIMIT_FALLBACK_TOTAL: &str = "wrapx_gateway_rate_limit_fallback_total";
+/// Connections closed because a request head did not arrive within its deadline.
+pub const HEAD_TIMEOUTS_TOTAL: &str = "wrapx_gateway_head_timeouts_total";
 
 /// Where a key record was found.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +121,10 @@ pub fn limit_fallback() {
     metrics::counter!(LIMIT_FALLBACK_TOTAL).increment(1);
 }
 
+pub fn head_timeout() {
+    metrics::counter!(HEAD_TIMEOUTS_TOTAL).increment(1);
+}
+
 pub fn rate_limited() {
     metrics::counter!(RATE_LIMITED_TOTAL).increment(1);
 }
@@ -167,7 +173,12 @@ pub fn describe() {
         LIMIT_FALLBACK_TOTAL,
         "Rate-limit checks answered locally because Redis was unreachable or slow"
     );
+    metrics::describe_counter!(
+        HEAD_TIMEOUTS_TOTAL,
+        "Connections closed because a request head was not received in time"
+    );
     metrics::counter!(RATE_LIMITED_TOTAL).increment(0);
+    metrics::counter!(HEAD_TIMEOUTS_TOTAL).increment(0);
     metrics::counter!(LIMIT_FALLBACK_TOTAL).increment(0);
     for source in [
         LookupSource::Memory,

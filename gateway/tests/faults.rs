@@ -1,8 +1,9 @@
 //! The fault suite: steady traffic through the real gateway binary while a backend fails, with
-//! the worker running (in this process) against the same PostgreSQL and RabbitMQ. Each case
-//! checks the answers and that every request that presented a valid key ends as exactly one
-//! `api_logs` row. Outages are played on this test's own instances (a TCP forwarder to the
-//! broker, a private `redis-server`), so other tests never notice.
+//! the worker running against the same PostgreSQL and RabbitMQ (in this process, or as its own
+//! binary where the case kills it). Each case checks the answers and that every request that
+//! presented a valid key ends as exactly one `api_logs` row. Outages are played on this test's
+//! own instances (a TCP forwarder to the broker or the database, a private `redis-server`), so
+//! other tests never notice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{chat, free_port, Api, Env, Gateway};
+use common::{chat, eventually, free_port, Api, Env, Gateway};
 use forwarder::Forwarder;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -611,35 +612,60 @@ async fn junk_input_gets_a_clear_4xx_and_is_logged() {
 }
 
 /// Hundreds of slow clients: some dribble their request head a byte at a time, some send the
-/// head and a little of the body and stall. Normal requests are still answered, the stalled
-/// bodies get a 408 at the body deadline (and, their key being valid, a row each), and the
-/// gateway never gives any of them a 5xx.
+/// head and a little of the body and stall. Normal requests are still answered; the dribbled
+/// heads are cut at the head deadline (for the whole head, not per read), the stalled bodies
+/// get a 408 at the body deadline (and, their key being valid, a row each), and the gateway
+/// never gives any of them a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn slow_clients_do_not_starve_the_others_and_stalled_bodies_get_408() {
+async fn slow_clients_do_not_starve_the_others_and_are_cut_at_their_deadlines() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let env = Env::new(MockConfig::default()).await;
     let api = env.api().await;
     let (worker_stop, worker_task) = worker(&env);
-    let gw = Gateway::start_with(&env, &[("WRAPX_GATEWAY__BODY_READ_TIMEOUT_MS", "800")]).await;
+    let gw = Gateway::start_with(
+        &env,
+        &[
+            ("WRAPX_GATEWAY__BODY_READ_TIMEOUT_MS", "800"),
+            ("WRAPX_GATEWAY__HEADER_READ_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
     let addr = format!("127.0.0.1:{}", gw.port);
     let path = format!("/w/{}/v1/chat/completions", api.endpoint);
 
-    // Heads a byte every 50 ms: they never finish while the test runs.
+    // Heads a byte every 50 ms, each read well inside any per-read timeout: sending all of one
+    // would take over 12 s. Each task returns how many bytes it got out before the gateway
+    // closed the connection, and whether it did.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n",
+        "p".repeat(200)
+    );
     let dribblers: Vec<_> = (0..200)
         .map(|_| {
-            let (addr, path) = (addr.clone(), path.clone());
+            let (addr, head) = (addr.clone(), head.clone());
             tokio::spawn(async move {
-                let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                let head = format!(
-                    "POST {path} HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n",
-                    "p".repeat(200)
-                );
-                for byte in head.bytes() {
-                    if s.write_all(&[byte]).await.is_err() {
-                        return;
+                let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                let (mut read, mut write) = s.into_split();
+                let closed = async move {
+                    let mut buf = [0u8; 1024];
+                    while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
+                };
+                let send = async move {
+                    let mut sent = 0;
+                    for byte in head.bytes() {
+                        if write.write_all(&[byte]).await.is_err() {
+                            break;
+                        }
+                        sent += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    sent
+                };
+                tokio::pin!(send);
+                tokio::select! {
+                    _ = closed => true,
+                    _ = &mut send => false,
                 }
             })
         })
@@ -706,9 +732,305 @@ async fn slow_clients_do_not_starve_the_others_and_stalled_bodies_get_408() {
         logged.push(id);
     }
     for d in dribblers {
-        d.abort();
+        assert!(
+            d.await.unwrap(),
+            "a head dribbled a byte at a time is cut before it ends"
+        );
     }
+    assert_eq!(
+        metric(&gw, "wrapx_gateway_head_timeouts_total").await,
+        200.0
+    );
+    // None of them had a whole head, so none presented a key: no rows beyond the others'.
     assert_exactly_logged(&env, &logged).await;
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
+
+/// The `wrapx-worker` binary the workspace build put beside this test's own executable
+/// (`target/<profile>/deps/faults-…` → `target/<profile>/wrapx-worker`).
+fn worker_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("wrapx-worker");
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole workspace's tests (scripts/test), which build it",
+        path.display()
+    );
+    path
+}
+
+/// The worker as a process of its own, on the test's database and vhost, killed if the test
+/// ends before stopping it.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn start(env: &Env) -> Self {
+        let child = Command::new(worker_binary())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WRAPX_DATABASE__URL", &env.db_url)
+            .env("WRAPX_AMQP__URL", &env.amqp_url)
+            .env("WRAPX_REDIS__URL", env.settings.redis.url.expose())
+            .env("WRAPX_REDIS__PREFIX", &env.prefix)
+            .env("WRAPX_WORKER__METRICS_LISTEN", "127.0.0.1:0")
+            .env(
+                "WRAPX_WORKER__PRICING_FILE",
+                format!("{}/../config/pricing.toml", env!("CARGO_MANIFEST_DIR")),
+            )
+            // Small batches, so a kill at any moment lands in the middle of one.
+            .env("WRAPX_WORKER__BATCH_SIZE", "50")
+            .env("WRAPX_WORKER__PREFETCH", "200")
+            .env("WRAPX_LOG__LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the worker did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn rows(env: &Env) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM api_logs")
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+/// The worker SIGKILLed while it writes batches under steady gateway traffic, then started
+/// again: every request was answered, and each has exactly one row (the unacknowledged batch
+/// comes back from the queue and its rows are not written twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_batch_under_load_leaves_exactly_one_row_per_request() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let gw = Gateway::start(&env).await;
+    let mut worker = WorkerProcess::start(&env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gw, &api, 4, stop.clone());
+
+    // Killed once rows are flowing, so batches are being written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&env).await < 200 {
+        assert!(Instant::now() < deadline, "no rows from the worker");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.signal("-KILL");
+    let killed = worker.wait_exit(Duration::from_secs(5)).await;
+    assert!(!killed.success(), "{killed:?}");
+    let rows_at_kill = rows(&env).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut worker = WorkerProcess::start(&env);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = traffic.await.unwrap();
+
+    assert!(answers.statuses.iter().all(|s| *s == 200));
+    assert!(
+        answers.request_ids.len() as i64 > rows_at_kill,
+        "requests went on after the kill"
+    );
+    assert_exactly_logged(&env, &answers.request_ids).await;
+    worker.signal("-TERM");
+    let stopped = worker.wait_exit(Duration::from_secs(15)).await;
+    assert!(stopped.success(), "{stopped:?}");
+}
+
+/// SIGTERM with streams in flight: the gateway stops accepting, every stream finishes whole,
+/// it exits 0, and each stream has its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_streams_in_flight_finishes_them_exits_zero_and_logs_each() {
+    let env = Env::new(MockConfig {
+        chunks: 20,
+        chunk_interval: Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+    .await;
+    let api = env.api().await;
+    let (worker_stop, worker_task) = worker(&env);
+    let mut gw = Gateway::start(&env).await;
+    let client = reqwest::Client::new();
+
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut r = client
+            .post(gw.chat_url(&api))
+            .bearer_auth(&api.key)
+            .json(&chat(true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let first = r.chunk().await.unwrap().unwrap();
+        streams.push((r, String::from_utf8_lossy(&first).into_owned()));
+    }
+    gw.sigterm();
+    // New connections are refused soon after the signal.
+    let port = gw.port;
+    let refused = async {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    };
+    assert!(refused.await, "still accepting after SIGTERM");
+
+    let mut ids = Vec::new();
+    for (mut r, mut text) in streams {
+        ids.push(
+            r.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        );
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(
+            text.trim_end().ends_with("data: [DONE]"),
+            "the stream was cut: {text}"
+        );
+        assert_eq!(text.matches("\"content\":\"").count(), 20, "{text}");
+    }
+    let status = gw.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+
+    assert_exactly_logged(&env, &ids).await;
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_logs WHERE outcome = 'completed'")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(completed, 8);
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
+
+/// Clients that hang up mid-stream while others are served: each abandoned stream is stopped
+/// at the provider (the owner pays per token) and logged as cancelled with the usage counted
+/// so far; every request has exactly one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_hanging_up_mid_stream_cancel_the_upstream_and_are_logged_once() {
+    let env = Env::new(MockConfig {
+        chunks: 100,
+        chunk_interval: Duration::from_millis(50),
+        ..MockConfig::default()
+    })
+    .await;
+    let api = env.api().await;
+    let (worker_stop, worker_task) = worker(&env);
+    let gw = Gateway::start(&env).await;
+
+    let hang_ups: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, key) = (gw.chat_url(&api), api.key.clone());
+            tokio::spawn(async move {
+                let mut r = reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&chat(true))
+                    .send()
+                    .await
+                    .unwrap();
+                let id: Uuid = r.headers()["x-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let mut seen = 0;
+                while seen < 3 {
+                    let chunk = r.chunk().await.unwrap().unwrap();
+                    seen += String::from_utf8_lossy(&chunk)
+                        .matches("\"content\":\"")
+                        .count();
+                }
+                id // the response is dropped here: the client hangs up
+            })
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = client
+            .post(gw.chat_url(&api))
+            .bearer_auth(&api.key)
+            .json(&chat(false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(
+            r.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    for h in hang_ups {
+        ids.push(h.await.unwrap());
+    }
+
+    assert!(
+        eventually(Duration::from_secs(10), || env
+            .mock
+            .stats()
+            .streams_cancelled
+            == 10)
+        .await,
+        "the provider still streams: {:?}",
+        env.mock.stats()
+    );
+    assert_exactly_logged(&env, &ids).await;
+    let cancelled: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT usage_source, completion_tokens FROM api_logs WHERE outcome = 'cancelled'",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(cancelled.len(), 10);
+    for (source, tokens) in cancelled {
+        assert_eq!(source, "counted");
+        assert!((2..100).contains(&tokens), "{tokens}");
+    }
     worker_stop.cancel();
     worker_task.await.unwrap().unwrap();
 }
