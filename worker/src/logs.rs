@@ -4,18 +4,27 @@
 //! `rate_limits` follow from the rows the statement actually inserted, in the same transaction,
 //! so a redelivered batch changes nothing. The batch is acknowledged after the commit.
 //!
+//! Two batches are in flight at once, on their own connections: the next one is parsed and
+//! inserted while the one before it commits. Acknowledgements stay in delivery order (a
+//! batch's multiple ack covers every earlier delivery), so a batch is acknowledged after its
+//! own commit and after the batch before it.
+//!
 //! Failure handling: a poison message (bad JSON, unknown schema, impossible values) is
 //! dead-lettered on its own and never holds up the batch; a database that is down or busy
 //! makes the batch wait and retry with backoff, holding its messages (nothing is lost, nothing
 //! loops through the queue); a batch the database refuses as data is written one event at a
 //! time, so only the offending event is dead-lettered.
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use lapin::{message::Delivery, Channel, Connection};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tokio::time::Instant;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_core::{
@@ -31,7 +40,12 @@ use crate::{
     Worker,
 };
 
-/// Consumes `wrapx.logs` until `stop`, then writes and acknowledges the batch in hand.
+/// How many batches may be in the database at once. The next batch is collected, parsed and
+/// inserted while the one before it commits, so the worker, the broker and PostgreSQL work
+/// side by side rather than taking turns (the difference on a small machine).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Consumes `wrapx.logs` until `stop`, then writes and acknowledges the batches in hand.
 pub async fn consume(
     worker: &Arc<Worker>,
     connection: &Connection,
@@ -41,12 +55,25 @@ pub async fn consume(
     let publisher = amqp::confirm_channel(connection).await?;
     let settings = &worker.settings.worker;
     let max_wait = Duration::from_millis(settings.batch_max_wait_ms);
+    // Cancelled by a batch that failed, so collection ends and its error ends the session.
+    let failed = stop.child_token();
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut last: Option<InFlight> = None;
     let result = async {
         loop {
             let collected =
-                consumer::collect(&mut deliveries, settings.batch_size, max_wait, stop).await?;
-            if !collected.deliveries.is_empty() {
-                handle_batch(worker, &channel, &publisher, collected.deliveries, stop).await?;
+                consumer::collect(&mut deliveries, settings.batch_size, max_wait, &failed).await?;
+            let events = sort_out(&channel, collected.deliveries).await?;
+            if !events.is_empty() {
+                let slot = Arc::clone(&slots).acquire_owned().await?;
+                let batch = Batch {
+                    worker: Arc::clone(worker),
+                    channel: channel.clone(),
+                    publisher: publisher.clone(),
+                    events,
+                    stop: failed.clone(),
+                };
+                last = Some(tokio::spawn(batch.run(last.take(), slot)));
             }
             if collected.stopping {
                 return Ok(());
@@ -54,10 +81,22 @@ pub async fn consume(
         }
     }
     .await;
+    if result.is_err() {
+        // Batches still retrying a write give up and go back to the queue.
+        failed.cancel();
+    }
+    // Each batch waits for the one before it: awaiting the last drains them all.
+    let drained = match last {
+        Some(task) => task.await.map_err(anyhow::Error::new).and_then(|r| r),
+        None => Ok(()),
+    };
     consumer::close(&channel, &deliveries).await;
     let _ = publisher.close(200, "consumer stopping").await;
-    result
+    result.and(drained)
 }
+
+/// A batch being written, that settles only after the batch before it settled.
+type InFlight = JoinHandle<anyhow::Result<()>>;
 
 /// What a message on `wrapx.logs` turned out to be.
 enum Parsed {
@@ -78,14 +117,13 @@ fn parse(data: &[u8]) -> Parsed {
     }
 }
 
-async fn handle_batch(
-    worker: &Worker,
+/// Parses the deliveries and returns the request events with their delivery tags; the
+/// messages without a row are settled here, one by one (a single tag never covers another).
+async fn sort_out(
     channel: &Channel,
-    publisher: &Channel,
     deliveries: Vec<Delivery>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let mut events: Vec<(u64, RequestEvent)> = Vec::with_capacity(deliveries.len());
+) -> lapin::Result<Vec<(u64, RequestEvent)>> {
+    let mut events = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         match parse(&d.data) {
             Parsed::Request(event) => events.push((d.delivery_tag, *event)),
@@ -123,45 +161,90 @@ async fn handle_batch(
             }
         }
     }
-    let Some(&(last, _)) = events.last() else {
-        return Ok(());
-    };
-    let batch: Vec<&RequestEvent> = events.iter().map(|(_, e)| e).collect();
-    let span = Span::UpTo {
-        tag: last,
-        count: events.len() as u64,
-    };
-    match write_retrying(worker, publisher, &batch, stop).await {
-        Written::Committed => settle(channel, LOGS_QUEUE, span, Outcome::Done).await?,
-        // Stopping while the database is unreachable: back to the queue for the next worker.
-        Written::Stopped => settle(channel, LOGS_QUEUE, span, Outcome::Retry).await?,
-        Written::Refused(e) => {
-            tracing::warn!(error = %e, rows = batch.len(), "the database refused a batch as data: writing it one event at a time");
-            for (i, (tag, event)) in events.iter().enumerate() {
-                match write_retrying(worker, publisher, &[event], stop).await {
-                    Written::Committed => {
-                        settle(channel, LOGS_QUEUE, Span::One(*tag), Outcome::Done).await?
-                    }
-                    Written::Refused(e) => {
-                        tracing::warn!(request_id = %event.request_id, error = %e, "event refused by the database: dead-lettered");
-                        settle(channel, LOGS_QUEUE, Span::One(*tag), Outcome::DeadLetter).await?;
-                    }
-                    Written::Stopped => {
-                        let count = (events.len() - i) as u64;
-                        settle(
-                            channel,
-                            LOGS_QUEUE,
-                            Span::UpTo { tag: last, count },
-                            Outcome::Retry,
-                        )
-                        .await?;
-                        break;
-                    }
+    Ok(events)
+}
+
+/// The request events of one batch, in delivery order, and what writing them needs.
+struct Batch {
+    worker: Arc<Worker>,
+    channel: Channel,
+    publisher: Channel,
+    events: Vec<(u64, RequestEvent)>,
+    stop: CancellationToken,
+}
+
+impl Batch {
+    /// Writes the batch, then settles it once `previous` has settled: a batch is acknowledged
+    /// with one multiple ack, which would also cover an earlier batch still uncommitted.
+    /// Holds its `slot` until settled. A failure stops the consumer.
+    async fn run(
+        self,
+        previous: Option<InFlight>,
+        slot: OwnedSemaphorePermit,
+    ) -> anyhow::Result<()> {
+        let batch: Vec<&RequestEvent> = self.events.iter().map(|(_, e)| e).collect();
+        let written = write_retrying(&self.worker, &self.publisher, &batch, &self.stop).await;
+        let result = async {
+            if let Some(previous) = previous {
+                previous.await??;
+            }
+            self.settle(written).await
+        }
+        .await;
+        if result.is_err() {
+            self.stop.cancel();
+        }
+        drop(slot);
+        result
+    }
+
+    async fn settle(&self, written: Written) -> anyhow::Result<()> {
+        let Some(&(last, _)) = self.events.last() else {
+            return Ok(());
+        };
+        let span = Span::UpTo {
+            tag: last,
+            count: self.events.len() as u64,
+        };
+        match written {
+            Written::Committed => settle(&self.channel, LOGS_QUEUE, span, Outcome::Done).await?,
+            // Stopping while the database is unreachable: back to the queue for the next worker.
+            Written::Stopped => settle(&self.channel, LOGS_QUEUE, span, Outcome::Retry).await?,
+            Written::Refused(e) => {
+                tracing::warn!(error = %e, rows = self.events.len(), "the database refused a batch as data: writing it one event at a time");
+                self.write_one_by_one(last).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_one_by_one(&self, last: u64) -> lapin::Result<()> {
+        let (worker, channel, publisher, stop) =
+            (&self.worker, &self.channel, &self.publisher, &self.stop);
+        for (i, (tag, event)) in self.events.iter().enumerate() {
+            match write_retrying(worker, publisher, &[event], stop).await {
+                Written::Committed => {
+                    settle(channel, LOGS_QUEUE, Span::One(*tag), Outcome::Done).await?
+                }
+                Written::Refused(e) => {
+                    tracing::warn!(request_id = %event.request_id, error = %e, "event refused by the database: dead-lettered");
+                    settle(channel, LOGS_QUEUE, Span::One(*tag), Outcome::DeadLetter).await?;
+                }
+                Written::Stopped => {
+                    let count = (self.events.len() - i) as u64;
+                    settle(
+                        channel,
+                        LOGS_QUEUE,
+                        Span::UpTo { tag: last, count },
+                        Outcome::Retry,
+                    )
+                    .await?;
+                    break;
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 enum Written {
@@ -268,9 +351,11 @@ struct InsertedRow {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The batch as one array per column, for `INSERT … SELECT FROM UNNEST(…)`.
+/// The batch as one array per column, for `INSERT … SELECT FROM UNNEST(…)`. The JSON documents
+/// are borrowed from the events unless they had to be cleaned: copying and dropping every
+/// document was a visible share of the worker's CPU.
 #[derive(Default)]
-struct Columns {
+struct Columns<'a> {
     id: Vec<Uuid>,
     request_id: Vec<Uuid>,
     wrapped_api_id: Vec<Uuid>,
@@ -289,8 +374,8 @@ struct Columns {
     tokens_used: Vec<i32>,
     usage_source: Vec<&'static str>,
     cost: Vec<Decimal>,
-    request_data: Vec<Option<Value>>,
-    response_data: Vec<Option<Value>>,
+    request_data: Vec<Option<Cow<'a, Value>>>,
+    response_data: Vec<Option<Cow<'a, Value>>>,
     error: Vec<Option<String>>,
     config_version: Vec<Option<i32>>,
     created_at: Vec<chrono::DateTime<chrono::Utc>>,
@@ -307,8 +392,8 @@ SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
 ON CONFLICT (request_id) DO NOTHING
 RETURNING user_id, wrapped_api_id, outcome, tokens_used, cost, created_at";
 
-impl Columns {
-    fn new(worker: &Worker, events: &[&RequestEvent]) -> Self {
+impl<'a> Columns<'a> {
+    fn new(worker: &Worker, events: &[&'a RequestEvent]) -> Self {
         let mut c = Columns::default();
         for e in events {
             let found = worker.pricing.price(&e.model);
@@ -370,8 +455,8 @@ impl Columns {
             .bind(&self.tokens_used)
             .bind(&self.usage_source)
             .bind(&self.cost)
-            .bind(&self.request_data)
-            .bind(&self.response_data)
+            .bind(borrowed(&self.request_data))
+            .bind(borrowed(&self.response_data))
             .bind(&self.error)
             .bind(&self.config_version)
             .bind(&self.created_at)
@@ -417,16 +502,21 @@ fn clean_text(s: &str) -> String {
 }
 
 /// JSON null becomes SQL NULL; NUL characters (which jsonb refuses) become U+FFFD.
-fn clean_json(value: &Value) -> Option<Value> {
+fn clean_json(value: &Value) -> Option<Cow<'_, Value>> {
     if value.is_null() {
         return None;
     }
     if !has_nul(value) {
-        return Some(value.clone());
+        return Some(Cow::Borrowed(value));
     }
     let mut copy = value.clone();
     scrub(&mut copy);
-    Some(copy)
+    Some(Cow::Owned(copy))
+}
+
+/// A jsonb column as sqlx binds it.
+fn borrowed<'v>(column: &'v [Option<Cow<'_, Value>>]) -> Vec<Option<&'v Value>> {
+    column.iter().map(|v| v.as_deref()).collect()
 }
 
 fn has_nul(value: &Value) -> bool {
@@ -474,7 +564,7 @@ mod tests {
     #[test]
     fn nul_characters_are_replaced() {
         let v = serde_json::json!({"a\u{0}": ["x\u{0}y", 1, {"b": "\u{0}"}]});
-        let cleaned = clean_json(&v).unwrap();
+        let cleaned = clean_json(&v).unwrap().into_owned();
         assert_eq!(
             cleaned,
             serde_json::json!({"a\u{FFFD}": ["x\u{FFFD}y", 1, {"b": "\u{FFFD}"}]})
