@@ -188,6 +188,66 @@ async fn poison_messages_are_dead_lettered_and_the_next_event_lands() {
     worker.stop().await;
 }
 
+/// A batch PostgreSQL refuses as data (here a constraint this test adds to its own database,
+/// as a later migration might) is written again one event at a time: the refused event alone
+/// is dead-lettered, every other event has its row, and billing counts only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_data_is_split_and_only_the_refused_event_dead_lettered() {
+    let env = env().await;
+    let account = account(&env.pool).await;
+    sqlx::query(
+        "ALTER TABLE api_logs ADD CONSTRAINT no_refused_model CHECK (model <> 'refused-model')",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let (_conn, channel) = publisher(&env.amqp_url).await;
+    // Published before the worker starts, so they arrive as one batch.
+    let mut refused = request(&account, "gpt-4o-mini", 1, 1);
+    refused.model = "refused-model".into();
+    for i in 0..20 {
+        if i == 7 {
+            publish(&channel, &Event::Request(refused.clone())).await;
+        }
+        publish(
+            &channel,
+            &Event::Request(request(&account, "gpt-4o-mini", 2, 3)),
+        )
+        .await;
+    }
+    let worker = env.start();
+
+    wait_count(&env.pool, "SELECT count(*) FROM api_logs", 20, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut dead = Vec::new();
+    while !dead
+        .iter()
+        .any(|(_, q): &(Vec<u8>, String)| q == amqp::LOGS_QUEUE)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing dead-lettered: {dead:?}"
+        );
+        dead.extend(dead_letters(&channel).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await;
+    dead.extend(dead_letters(&channel).await);
+    let from_logs: Vec<_> = dead.iter().filter(|(_, q)| q == amqp::LOGS_QUEUE).collect();
+    assert_eq!(from_logs.len(), 1, "{dead:?}");
+    let body: serde_json::Value = serde_json::from_slice(&from_logs[0].0).unwrap();
+    assert_eq!(body["request_id"], refused.request_id.to_string());
+    assert_eq!(scalar(&env.pool, "SELECT count(*) FROM api_logs").await, 20);
+    assert_eq!(
+        scalar(
+            &env.pool,
+            "SELECT COALESCE(sum(requests_count), 0)::int8 FROM billing"
+        )
+        .await,
+        20
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_crossings_notify_once_publish_events_and_counters_follow() {
     let env = env().await;
