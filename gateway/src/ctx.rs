@@ -88,6 +88,8 @@ pub struct RequestCtx {
     pub upstream_5xx: Option<u16>,
     pub failure: Option<FailureClass>,
     pub meter: Option<UsageMeter>,
+    /// The answer is a successful event stream: it should end with its last event.
+    pub event_stream: bool,
     /// The answer's translation into the client's dialect, when the provider speaks another.
     pub translator: Option<AnswerTranslator>,
     /// The first-byte and idle deadlines of the upstream exchange, once connected.
@@ -129,6 +131,7 @@ impl RequestCtx {
             upstream_5xx: None,
             failure: None,
             meter: None,
+            event_stream: false,
             translator: None,
             watchdog: None,
             pending_body: None,

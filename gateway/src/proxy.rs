@@ -216,6 +216,17 @@ impl ProxyHttp for Gateway {
             resp.insert_header("transfer-encoding", "chunked")?;
             resp.insert_header("content-type", content_type)?;
         }
+        ctx.event_stream = resp.status.is_success()
+            && resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+        if ctx.event_stream && resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+            // A stream may gain an error event at its end (`end_cut_stream`).
+            resp.remove_header("content-length");
+            resp.insert_header("transfer-encoding", "chunked")?;
+        }
         resp.insert_header("x-request-id", ctx.request_id.to_string())?;
         if let Some(decision) = &ctx.limit {
             for (name, value) in respond::limit_headers(decision) {
@@ -243,6 +254,9 @@ impl ProxyHttp for Gateway {
         }
         if let (Some(chunk), Some(meter)) = (body.as_ref(), ctx.meter.as_mut()) {
             meter.feed(chunk);
+        }
+        if end_of_stream && ctx.translator.is_none() {
+            end_cut_stream(body, ctx);
         }
         Ok(None)
     }
@@ -353,6 +367,37 @@ impl ProxyHttp for Gateway {
         if let Some(event) = ctx.event(status, outcome, usage, error) {
             self.publisher.publish(Event::Request(event));
         }
+    }
+}
+
+/// A passed-through event stream that ended without its last event (`[DONE]`, `message_stop`)
+/// was cut or malformed: the client gets an error event in its dialect rather than a silent
+/// end, and the request is logged as an upstream error (or as the timeout that cut it).
+/// Translated streams do the same in their translator.
+fn end_cut_stream(body: &mut Option<Bytes>, ctx: &mut RequestCtx) {
+    let Some(meter) = ctx.meter.as_ref().filter(|_| ctx.event_stream) else {
+        return;
+    };
+    if meter.saw_done() {
+        return;
+    }
+    let timed_out = ctx.watchdog.as_ref().is_some_and(Watchdog::fired);
+    let error = GatewayError::with_message(
+        if timed_out {
+            ErrorKind::UpstreamTimeout
+        } else {
+            ErrorKind::UpstreamError
+        },
+        "The provider's stream ended early or was malformed.",
+    );
+    let event = respond::stream_error_event(meter.is_anthropic(), &error);
+    *body = Some(match body.take() {
+        Some(chunk) if !chunk.is_empty() => [chunk, event].concat().into(),
+        _ => event,
+    });
+    if ctx.failure.is_none() && !timed_out {
+        tracing::warn!(request_id = %ctx.request_id, "the provider's stream ended without its last event");
+        ctx.failure = Some(FailureClass::Upstream);
     }
 }
 

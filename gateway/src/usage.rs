@@ -203,6 +203,11 @@ impl UsageMeter {
         self.done
     }
 
+    /// Whether the answer is read in Anthropic's dialect (else OpenAI's).
+    pub fn is_anthropic(&self) -> bool {
+        self.anthropic
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

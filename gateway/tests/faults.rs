@@ -471,6 +471,96 @@ async fn first_byte_and_idle_timeouts_are_each_their_own() {
     worker_task.await.unwrap().unwrap();
 }
 
+/// Upstreams that fail every way but slowly: a 500, a refused connection, a malformed event
+/// stream and a connection reset mid-stream. Each gets a clean answer in OpenAI's shape (a
+/// 502, or for a stream already under way an error event as its end) and exactly one row,
+/// logged as an upstream error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_upstreams_get_clean_errors_and_one_row_each() {
+    let env = Env::new(MockConfig::default()).await;
+    let api = env.api().await;
+    let closed = free_port();
+    let dead_provider = env.provider(&format!("http://127.0.0.1:{closed}/v1")).await;
+    let dead = env.api_with(dead_provider, "keep", None).await;
+    let (worker_stop, worker_task) = worker(&env);
+    let gw = Gateway::start(&env).await;
+    let id = |r: &reqwest::Response| -> Uuid {
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut ids = Vec::new();
+
+    for (target, behavior, stream) in [(&api, "status-500", false), (&dead, "normal", false)] {
+        let r = reqwest::Client::new()
+            .post(gw.chat_url(target))
+            .bearer_auth(&target.key)
+            .header("x-mock-behavior", behavior)
+            .json(&chat(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{behavior}");
+        ids.push(id(&r));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_gateway", "{behavior}: {body}");
+    }
+
+    // A malformed stream: what arrived passes on, then an error event ends it.
+    let r = reqwest::Client::new()
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        .header("x-mock-behavior", "malformed")
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ids.push(id(&r));
+    let text = r.text().await.unwrap();
+    let last = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .and_then(|event| event.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no closing event: {text}"));
+    let last: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last["error"]["code"], "bad_gateway", "{text}");
+
+    // A reset after two chunks: the client sees the stream cut, the request is logged.
+    let mut r = reqwest::Client::new()
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        .header("x-mock-behavior", "reset-after-2")
+        .json(&chat(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ids.push(id(&r));
+    let mut text = String::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !text.contains("[DONE]"),
+        "a reset stream looked whole: {text}"
+    );
+
+    assert_exactly_logged(&env, &ids).await;
+    let outcomes: Vec<(Uuid, String)> = sqlx::query_as("SELECT request_id, outcome FROM api_logs")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    for (request, outcome) in outcomes {
+        assert_eq!(outcome, "upstream_error", "{request}");
+    }
+    worker_stop.cancel();
+    worker_task.await.unwrap().unwrap();
+}
+
 /// Junk from a client with a valid key: never a 5xx, always a 4xx in the contract's shape (or
 /// a pass to the provider when it is a valid request after all), and each one logged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
