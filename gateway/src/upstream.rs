@@ -239,16 +239,20 @@ mod tests {
         assert!(UpstreamTarget::resolve("ftp://x/v1", true).await.is_err());
     }
 
-    #[test]
-    fn the_client_key_and_hop_by_hop_headers_never_go_upstream() {
-        let target = UpstreamTarget {
+    fn target() -> UpstreamTarget {
+        UpstreamTarget {
             addr: "127.0.0.1:1".parse().unwrap(),
             tls: false,
             sni: "h".into(),
             host: "h:1".into(),
             chat_path: "/v1/chat/completions".into(),
             messages_path: "/v1/messages".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn the_client_key_and_hop_by_hop_headers_never_go_upstream() {
+        let target = target();
         let mut req = RequestHeader::build("POST", b"/w/ep_x/v1/chat/completions", None).unwrap();
         for (n, v) in [
             ("authorization", "Bearer wxk_client"),
@@ -315,14 +319,7 @@ mod tests {
 
     #[test]
     fn a_body_still_arriving_goes_out_chunked() {
-        let target = UpstreamTarget {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            tls: false,
-            sni: "h".into(),
-            host: "h:1".into(),
-            chat_path: "/v1/chat/completions".into(),
-            messages_path: "/v1/messages".into(),
-        };
+        let target = target();
         let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
         req.append_header("transfer-encoding", "chunked").unwrap();
         prepare_request(

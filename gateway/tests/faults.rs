@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{chat, eventually, free_port, Api, Env, Gateway};
+use common::{chat, eventually, free_port, request_id, Api, Env, Gateway};
 use forwarder::Forwarder;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -56,11 +56,7 @@ fn load(gw: &Gateway, api: &Api, clients: usize, stop: Arc<AtomicBool>) -> JoinH
                         .await
                         .expect("the gateway answers");
                     let status = r.status().as_u16();
-                    let id = r.headers()["x-request-id"]
-                        .to_str()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
+                    let id = request_id(&r);
                     r.bytes().await.expect("a whole body");
                     seen.push((status, id));
                 }
@@ -484,13 +480,6 @@ async fn failing_upstreams_get_clean_errors_and_one_row_each() {
     let dead = env.api_with(dead_provider, "keep", None).await;
     let (worker_stop, worker_task) = worker(&env);
     let gw = Gateway::start(&env).await;
-    let id = |r: &reqwest::Response| -> Uuid {
-        r.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
     let mut ids = Vec::new();
 
     for (target, behavior, stream) in [(&api, "status-500", false), (&dead, "normal", false)] {
@@ -503,7 +492,7 @@ async fn failing_upstreams_get_clean_errors_and_one_row_each() {
             .await
             .unwrap();
         assert_eq!(r.status(), 502, "{behavior}");
-        ids.push(id(&r));
+        ids.push(request_id(&r));
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bad_gateway", "{behavior}: {body}");
     }
@@ -518,7 +507,7 @@ async fn failing_upstreams_get_clean_errors_and_one_row_each() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    ids.push(id(&r));
+    ids.push(request_id(&r));
     let text = r.text().await.unwrap();
     let last = text
         .trim_end()
@@ -539,7 +528,7 @@ async fn failing_upstreams_get_clean_errors_and_one_row_each() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    ids.push(id(&r));
+    ids.push(request_id(&r));
     let mut text = String::new();
     while let Ok(Some(chunk)) = r.chunk().await {
         text.push_str(&String::from_utf8_lossy(&chunk));
@@ -646,13 +635,7 @@ async fn junk_input_gets_a_clear_4xx_and_is_logged() {
             .await
             .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
         let status = r.status().as_u16();
-        logged.push(
-            r.headers()["x-request-id"]
-                .to_str()
-                .unwrap()
-                .parse::<Uuid>()
-                .unwrap(),
-        );
+        logged.push(request_id(&r));
         let text = r.text().await.unwrap();
         assert!(status < 500, "{what}: {status} {text}");
         if status >= 400 {
@@ -688,13 +671,7 @@ async fn junk_input_gets_a_clear_4xx_and_is_logged() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    logged.push(
-        r.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap(),
-    );
+    logged.push(request_id(&r));
 
     assert_exactly_logged(&env, &logged).await;
     worker_stop.cancel();
@@ -799,13 +776,7 @@ async fn slow_clients_do_not_starve_the_others_and_are_cut_at_their_deadlines() 
             "{:?}",
             started.elapsed()
         );
-        logged.push(
-            r.headers()["x-request-id"]
-                .to_str()
-                .unwrap()
-                .parse::<Uuid>()
-                .unwrap(),
-        );
+        logged.push(request_id(&r));
     }
 
     for answer in stalled {
@@ -1004,13 +975,7 @@ async fn sigterm_with_streams_in_flight_finishes_them_exits_zero_and_logs_each()
 
     let mut ids = Vec::new();
     for (mut r, mut text) in streams {
-        ids.push(
-            r.headers()["x-request-id"]
-                .to_str()
-                .unwrap()
-                .parse::<Uuid>()
-                .unwrap(),
-        );
+        ids.push(request_id(&r));
         while let Some(chunk) = r.chunk().await.unwrap() {
             text.push_str(&String::from_utf8_lossy(&chunk));
         }
@@ -1060,11 +1025,7 @@ async fn clients_hanging_up_mid_stream_cancel_the_upstream_and_are_logged_once()
                     .send()
                     .await
                     .unwrap();
-                let id: Uuid = r.headers()["x-request-id"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let id: Uuid = request_id(&r);
                 let mut seen = 0;
                 while seen < 3 {
                     let chunk = r.chunk().await.unwrap().unwrap();
@@ -1087,13 +1048,7 @@ async fn clients_hanging_up_mid_stream_cancel_the_upstream_and_are_logged_once()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        ids.push(
-            r.headers()["x-request-id"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
+        ids.push(request_id(&r));
     }
     for h in hang_ups {
         ids.push(h.await.unwrap());

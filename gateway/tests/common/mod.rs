@@ -389,6 +389,15 @@ pub fn chat(stream: bool) -> Value {
     json!({"model": "client-model", "stream": stream, "messages": [{"role": "user", "content": "Hello there"}]})
 }
 
+/// The request id an answer carries (`x-request-id`).
+pub fn request_id(r: &reqwest::Response) -> Uuid {
+    r.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// The OpenAI-shaped error code of an answer body.
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
