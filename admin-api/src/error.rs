@@ -161,6 +161,14 @@ impl From<sqlx::Error> for ApiError {
                 | Some("22023") => {
                     return Self::Validation("a value is out of the allowed range".into())
                 }
+                // NUL in text or in a JSON string (`\u0000`), which PostgreSQL cannot store.
+                Some("22021") | Some("22P05") => {
+                    return Self::Validation("text cannot contain NUL characters".into())
+                }
+                // Any other data exception is about the values sent too.
+                Some(code) if code.starts_with("22") => {
+                    return Self::Validation("a value is not valid".into())
+                }
                 _ => {}
             }
         }
