@@ -79,7 +79,7 @@ enum Phase {
     /// Between requests: nothing of the next head has arrived.
     Idle,
     /// A head has started and its blank line has not arrived; it must by `deadline`.
-    /// `tail` counts how much of `\r\n\r\n` the bytes so far end with.
+    /// `tail` is where the bytes so far leave the search for its blank line.
     Head { deadline: Instant, tail: u8 },
     /// Past the head: body bytes, the answer, reads that only watch for a hang-up.
     Rest,
@@ -136,23 +136,20 @@ impl HeadDeadline {
     }
 }
 
-/// Scans `bytes` for the end of a head, given that the bytes before them ended with `tail`
-/// bytes of `\r\n\r\n`: `Ok` when it is found, else how much of it the bytes now end with.
-fn blank_line(mut tail: u8, bytes: &[u8]) -> Result<(), u8> {
-    const END: &[u8; 4] = b"\r\n\r\n";
+/// Scans `bytes` for the end of a head, a blank line (`\r\n\r\n`, or with bare `\n` line
+/// ends, which parsers accept too), given the state the bytes before them left: `Ok` when it
+/// is found, else the state to carry on with (1: a line just ended, 2: and a `\r` followed).
+fn blank_line(mut state: u8, bytes: &[u8]) -> Result<(), u8> {
     for &b in bytes {
-        tail = if b == END[usize::from(tail)] {
-            tail + 1
-        } else if b == b'\r' {
-            1
-        } else {
-            0
+        state = match (b, state) {
+            (b'\n', 1 | 2) => return Ok(()),
+            (b'\n', _) => 1,
+            (b'\r', 1) => 2,
+            (b'\r', _) => 0,
+            _ => 0,
         };
-        if tail == 4 {
-            return Ok(());
-        }
     }
-    Err(tail)
+    Err(state)
 }
 
 impl AsyncRead for HeadDeadline {
@@ -305,21 +302,24 @@ mod tests {
             blank_line(0, b"POST / HTTP/1.1\r\nhost: x\r\n\r\n{}"),
             Ok(())
         );
-        let tail = blank_line(0, b"POST / HTTP/1.1\r\nhost: x\r").unwrap_err();
-        assert_eq!(tail, 1);
-        let tail = blank_line(tail, b"\n").unwrap_err();
-        assert_eq!(tail, 2);
-        let tail = blank_line(tail, b"\r").unwrap_err();
-        assert_eq!(tail, 3);
-        assert_eq!(blank_line(tail, b"\n"), Ok(()));
+        let state = blank_line(0, b"POST / HTTP/1.1\r\nhost: x\r").unwrap_err();
+        let state = blank_line(state, b"\n").unwrap_err();
+        let state = blank_line(state, b"\r").unwrap_err();
+        assert_eq!(blank_line(state, b"\n"), Ok(()));
+    }
+
+    #[test]
+    fn bare_line_feeds_end_a_head_too() {
+        assert_eq!(blank_line(0, b"GET / HTTP/1.1\nhost: x\n\n"), Ok(()));
+        assert_eq!(blank_line(0, b"GET / HTTP/1.1\r\nhost: x\n\r\n"), Ok(()));
     }
 
     #[test]
     fn line_ends_alone_are_not_a_blank_line() {
-        assert_eq!(blank_line(0, b"a\r\nb\r\nc\r\r\n"), Err(2));
-        assert_eq!(blank_line(0, b"\r\n\r\r\n"), Err(2));
-        assert_eq!(blank_line(3, b"x"), Err(0));
-        assert_eq!(blank_line(3, b"\r"), Err(1));
+        assert_eq!(blank_line(0, b"a\r\nb\r\nc\r\r\n"), Err(1));
+        assert!(blank_line(0, b"a\r\nb: \r\r\nc").is_err());
+        assert_eq!(blank_line(2, b"x"), Err(0));
+        assert_eq!(blank_line(1, b"\r"), Err(2));
     }
 
     #[test]

@@ -798,6 +798,17 @@ async fn slow_clients_do_not_starve_the_others_and_are_cut_at_their_deadlines() 
             "a head dribbled a byte at a time is cut before it ends"
         );
     }
+    // The head deadline ends with the head: a provider slower than it is waited for.
+    let r = client
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        .header("x-mock-latency-ms", "1500")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    logged.push(request_id(&r));
     assert_eq!(
         metric(&gw, "wrapx_gateway_head_timeouts_total").await,
         200.0
