@@ -157,13 +157,17 @@ impl RequestCtx {
         if self.watchdog.as_ref().is_some_and(Watchdog::fired) {
             return RequestOutcome::Timeout;
         }
+        // A client that closes once the stream's last event has reached it (SDKs do, right
+        // after `[DONE]`, while the provider may still be ending its side) got it all.
+        let delivered = self.meter.as_ref().is_some_and(UsageMeter::saw_done);
         match self.failure {
             Some(FailureClass::Timeout) => RequestOutcome::Timeout,
             Some(FailureClass::Upstream) => RequestOutcome::UpstreamError,
+            Some(FailureClass::ClientGone) if delivered => RequestOutcome::Completed,
             Some(FailureClass::ClientGone) => RequestOutcome::Cancelled,
             Some(FailureClass::Internal) => RequestOutcome::UpstreamError,
             None if self.upstream_5xx.is_some() => RequestOutcome::UpstreamError,
-            None if ended_with_error => RequestOutcome::Cancelled,
+            None if ended_with_error && !delivered => RequestOutcome::Cancelled,
             None => RequestOutcome::Completed,
         }
     }
@@ -213,5 +217,29 @@ impl RequestCtx {
             error,
             config_version: record.config_version,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_ctx(sent: &[u8]) -> RequestCtx {
+        let mut ctx = RequestCtx::new(Arc::new(InFlight::default()).enter());
+        let mut meter = UsageMeter::new(true, 1024);
+        meter.feed(sent);
+        ctx.meter = Some(meter);
+        ctx.failure = Some(FailureClass::ClientGone);
+        ctx
+    }
+
+    #[test]
+    fn a_client_gone_after_the_last_event_got_it_all() {
+        let whole = stream_ctx(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(whole.outcome(true), RequestOutcome::Completed);
+        let cut = stream_ctx(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+        assert_eq!(cut.outcome(true), RequestOutcome::Cancelled);
     }
 }
