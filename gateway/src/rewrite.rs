@@ -169,25 +169,14 @@ fn rewrite_chat(
             }
         }
     }
-    if let Some(tools) = body.get("tools") {
-        if !tools.is_array() && !tools.is_null() {
-            return Err(GatewayError::invalid("`tools` must be an array."));
-        }
-    }
+    check_tools(&body)?;
     if let Some(options) = body.get("stream_options") {
         if !options.is_object() && !options.is_null() {
             return Err(GatewayError::invalid("`stream_options` must be an object."));
         }
     }
 
-    let Some(Value::Array(client_messages)) = body.remove("messages") else {
-        return Err(GatewayError::invalid(
-            "`messages` is required and must be an array.",
-        ));
-    };
-    if client_messages.is_empty() {
-        return Err(GatewayError::invalid("`messages` must not be empty."));
-    }
+    let client_messages = take_messages(&mut body)?;
     let mut messages = Vec::with_capacity(prefix_messages.len() + client_messages.len());
     messages.extend(prefix_messages.iter().cloned());
     let mut prompt_chars = prefix_messages.iter().map(content_len).sum::<usize>();
@@ -278,19 +267,8 @@ fn rewrite_messages(
             ))
         }
     }
-    if let Some(tools) = body.get("tools") {
-        if !tools.is_array() && !tools.is_null() {
-            return Err(GatewayError::invalid("`tools` must be an array."));
-        }
-    }
-    let Some(Value::Array(client_messages)) = body.remove("messages") else {
-        return Err(GatewayError::invalid(
-            "`messages` is required and must be an array.",
-        ));
-    };
-    if client_messages.is_empty() {
-        return Err(GatewayError::invalid("`messages` must not be empty."));
-    }
+    check_tools(&body)?;
+    let client_messages = take_messages(&mut body)?;
 
     let ours = api.prompt.system.as_deref().filter(|s| !s.is_empty());
     let client_system = match body.remove("system") {
@@ -382,6 +360,29 @@ fn rewrite_messages(
 }
 
 /// The API's tools first; a client tool with the same function name is dropped (ours win).
+/// `tools`, when present, must be an array (both dialects).
+fn check_tools(body: &Map<String, Value>) -> Result<(), GatewayError> {
+    match body.get("tools") {
+        Some(tools) if !tools.is_array() && !tools.is_null() => {
+            Err(GatewayError::invalid("`tools` must be an array."))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The client's `messages`, required and not empty in both dialects.
+fn take_messages(body: &mut Map<String, Value>) -> Result<Vec<Value>, GatewayError> {
+    let Some(Value::Array(messages)) = body.remove("messages") else {
+        return Err(GatewayError::invalid(
+            "`messages` is required and must be an array.",
+        ));
+    };
+    if messages.is_empty() {
+        return Err(GatewayError::invalid("`messages` must not be empty."));
+    }
+    Ok(messages)
+}
+
 fn attach_tools(body: &mut Map<String, Value>, ours: &[Value]) {
     let name = |t: &Value| {
         t.pointer("/function/name")
