@@ -50,6 +50,16 @@ impl Event {
     }
 }
 
+/// The content type of a message that carries several events, one JSON document per line
+/// (the gateway packs its events so; the admin API sends one event per message).
+pub const PACKED_CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// The events of one message body, one per line. A single event (no newline) is one line:
+/// serialized JSON never holds a raw newline, so a packed and a single-event message read alike.
+pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b'\n').filter(|line| !line.is_empty())
+}
+
 /// The event types of the contract; webhooks subscribe to these names (or `*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
@@ -236,6 +246,22 @@ impl WebhookDelivery {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_packed_body_reads_as_its_lines_and_a_single_event_as_one() {
+        let a = Event::Request(request(RequestOutcome::Completed, 200));
+        let b = Event::Request(request(RequestOutcome::RateLimited, 429));
+        let single = a.to_json().unwrap();
+        assert_eq!(lines(&single).collect::<Vec<_>>(), vec![single.as_slice()]);
+        let mut packed = a.to_json().unwrap();
+        packed.push(b'\n');
+        packed.extend(b.to_json().unwrap());
+        let read: Vec<Event> = lines(&packed)
+            .map(|l| Event::from_json(l).unwrap())
+            .collect();
+        assert_eq!(read, vec![a, b]);
+        assert_eq!(lines(b"").count(), 0);
+    }
 
     fn request(outcome: RequestOutcome, status: u16) -> RequestEvent {
         RequestEvent {

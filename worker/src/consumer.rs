@@ -154,7 +154,9 @@ pub(crate) struct Collected {
     pub stopping: bool,
 }
 
-/// Waits for a first delivery, then collects more until `max` or `max_wait` after the first.
+/// Waits for a first delivery, then collects more until they hold `max` events or `max_wait`
+/// has passed since the first. A message counts as the events it carries (the gateway packs
+/// several to a message), so a batch stays near `max` rows whatever the packing.
 /// A consumer stream that ends or fails is an error: the session reconnects, and the broker
 /// redelivers whatever this batch held.
 pub(crate) async fn collect(
@@ -163,27 +165,36 @@ pub(crate) async fn collect(
     max_wait: Duration,
     stop: &CancellationToken,
 ) -> anyhow::Result<Collected> {
-    let mut deliveries = Vec::with_capacity(max);
+    let mut deliveries = Vec::new();
     let first = tokio::select! {
         biased;
         _ = stop.cancelled() => return Ok(Collected { deliveries, stopping: true }),
         next = consumer.next() => next,
     };
-    deliveries.push(delivery(first)?);
+    let first = delivery(first)?;
+    let mut events = events_in(&first);
+    deliveries.push(first);
     let deadline = Instant::now() + max_wait;
-    while deliveries.len() < max {
+    while events < max {
         let next = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(Collected { deliveries, stopping: true }),
             _ = tokio::time::sleep_until(deadline) => break,
             next = consumer.next() => next,
         };
-        deliveries.push(delivery(next)?);
+        let next = delivery(next)?;
+        events += events_in(&next);
+        deliveries.push(next);
     }
     Ok(Collected {
         deliveries,
         stopping: false,
     })
+}
+
+/// How many events a message carries: one per line, and never less than one.
+fn events_in(delivery: &Delivery) -> usize {
+    wrapx_core::events::lines(&delivery.data).count().max(1)
 }
 
 fn delivery(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> {

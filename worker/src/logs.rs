@@ -9,15 +9,24 @@
 //! batch's multiple ack covers every earlier delivery), so a batch is acknowledged after its
 //! own commit and after the batch before it.
 //!
-//! Failure handling: a poison message (bad JSON, unknown schema, impossible values) is
-//! dead-lettered on its own and never holds up the batch; a database that is down or busy
-//! makes the batch wait and retry with backoff, holding its messages (nothing is lost, nothing
-//! loops through the queue); a batch the database refuses as data is written one event at a
-//! time, so only the offending event is dead-lettered.
+//! A message may carry several events, one per line (the gateway packs them); a message is
+//! acknowledged when every event in it is written or dead-lettered.
+//!
+//! Failure handling: a poison event (bad JSON, unknown schema, impossible values) is
+//! dead-lettered on its own and never holds up the batch: a message that is nothing but that
+//! event is nacked to `wrapx.dead`, one inside a packed message is published there alone. A
+//! database that is down or busy makes the batch wait and retry with backoff, holding its
+//! messages (nothing is lost, nothing loops through the queue); a batch the database refuses as
+//! data is written one event at a time, so only the offending event is dead-lettered.
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
-use lapin::{message::Delivery, Channel, Connection};
+use anyhow::Context;
+use lapin::{
+    message::Delivery,
+    types::{AMQPValue, FieldTable},
+    Channel, Connection,
+};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio::{
@@ -28,7 +37,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_core::{
-    amqp::{self, LOGS_QUEUE},
+    amqp::{self, DEAD_EXCHANGE, LOGS_QUEUE},
     events::{Event, RequestEvent, RequestOutcome, UsageSource},
 };
 
@@ -63,7 +72,7 @@ pub async fn consume(
         loop {
             let collected =
                 consumer::collect(&mut deliveries, settings.batch_size, max_wait, &failed).await?;
-            let events = sort_out(&channel, collected.deliveries).await?;
+            let events = sort_out(worker, &channel, &publisher, collected.deliveries).await?;
             if !events.is_empty() {
                 let slot = Arc::clone(&slots).acquire_owned().await?;
                 let batch = Batch {
@@ -117,51 +126,132 @@ fn parse(data: &[u8]) -> Parsed {
     }
 }
 
-/// Parses the deliveries and returns the request events with their delivery tags; the
-/// messages without a row are settled here, one by one (a single tag never covers another).
+/// A request event to write, and the message it came in.
+struct Pending {
+    tag: u64,
+    /// The message held this event and nothing else, so it can be dead-lettered whole.
+    alone: bool,
+    event: RequestEvent,
+}
+
+/// Parses the deliveries and returns the request events with their delivery tags; messages
+/// without a row are settled here, one by one (a single tag never covers another), and poison
+/// events inside packed messages are dead-lettered on their own.
 async fn sort_out(
+    worker: &Worker,
     channel: &Channel,
+    publisher: &Channel,
     deliveries: Vec<Delivery>,
-) -> lapin::Result<Vec<(u64, RequestEvent)>> {
+) -> anyhow::Result<Vec<Pending>> {
     let mut events = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        match parse(&d.data) {
-            Parsed::Request(event) => events.push((d.delivery_tag, *event)),
-            Parsed::Ignored => {
-                settle(
-                    channel,
-                    LOGS_QUEUE,
-                    Span::One(d.delivery_tag),
-                    Outcome::Done,
-                )
-                .await?
+        let lines: Vec<&[u8]> = wrapx_core::events::lines(&d.data).collect();
+        if lines.len() <= 1 {
+            match parse(&d.data) {
+                Parsed::Request(event) => events.push(Pending {
+                    tag: d.delivery_tag,
+                    alone: true,
+                    event: *event,
+                }),
+                Parsed::Ignored => {
+                    settle(
+                        channel,
+                        LOGS_QUEUE,
+                        Span::One(d.delivery_tag),
+                        Outcome::Done,
+                    )
+                    .await?
+                }
+                Parsed::Poison(reason) => {
+                    warn_poison(&d, &reason);
+                    settle(
+                        channel,
+                        LOGS_QUEUE,
+                        Span::One(d.delivery_tag),
+                        Outcome::DeadLetter,
+                    )
+                    .await?;
+                }
             }
-            Parsed::Poison(reason) => {
-                tracing::warn!(
-                    queue = LOGS_QUEUE,
-                    delivery_tag = d.delivery_tag,
-                    message_id = d
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|m| m.as_str())
-                        .unwrap_or(""),
-                    redelivered = d.redelivered,
-                    bytes = d.data.len(),
-                    reason,
-                    "poison message: dead-lettered"
-                );
-                settle(
-                    channel,
-                    LOGS_QUEUE,
-                    Span::One(d.delivery_tag),
-                    Outcome::DeadLetter,
-                )
-                .await?;
+            continue;
+        }
+        let before = events.len();
+        let mut poison = Vec::new();
+        for line in &lines {
+            match parse(line) {
+                Parsed::Request(event) => events.push(Pending {
+                    tag: d.delivery_tag,
+                    alone: false,
+                    event: *event,
+                }),
+                Parsed::Ignored => {}
+                Parsed::Poison(reason) => {
+                    warn_poison(&d, &reason);
+                    poison.push((line.to_vec(), reason));
+                }
             }
+        }
+        dead_letter(worker, publisher, poison).await?;
+        if events.len() == before {
+            settle(
+                channel,
+                LOGS_QUEUE,
+                Span::Packed {
+                    tag: d.delivery_tag,
+                    count: lines.len() as u64,
+                },
+                Outcome::Done,
+            )
+            .await?;
         }
     }
     Ok(events)
+}
+
+fn warn_poison(d: &Delivery, reason: &str) {
+    tracing::warn!(
+        queue = LOGS_QUEUE,
+        delivery_tag = d.delivery_tag,
+        message_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str())
+            .unwrap_or(""),
+        redelivered = d.redelivered,
+        bytes = d.data.len(),
+        reason,
+        "poison event: dead-lettered"
+    );
+}
+
+/// Publishes events from packed messages to `wrapx.dead`, one message each (the rest of their
+/// message is written as usual), with the queue and the reason in `x-wrapx-queue` and
+/// `x-wrapx-reason` (a nack would have given them an `x-death` record), and counts them as
+/// dead-lettered. Rare, so one confirm at a time.
+async fn dead_letter(
+    worker: &Worker,
+    publisher: &Channel,
+    events: Vec<(Vec<u8>, String)>,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(worker.settings.amqp.publish_timeout_ms);
+    for (body, reason) in &events {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-wrapx-queue".into(),
+            AMQPValue::LongString(LOGS_QUEUE.into()),
+        );
+        headers.insert(
+            "x-wrapx-reason".into(),
+            AMQPValue::LongString(reason.as_str().into()),
+        );
+        let properties = amqp::json_properties(&Uuid::now_v7().to_string()).with_headers(headers);
+        amqp::publish_confirmed(publisher, DEAD_EXCHANGE, "", body, properties, timeout)
+            .await
+            .context("dead-letter an event of a packed message")?;
+    }
+    crate::metrics::events(LOGS_QUEUE, Outcome::DeadLetter, events.len() as u64);
+    Ok(())
 }
 
 /// The request events of one batch, in delivery order, and what writing them needs.
@@ -169,7 +259,7 @@ struct Batch {
     worker: Arc<Worker>,
     channel: Channel,
     publisher: Channel,
-    events: Vec<(u64, RequestEvent)>,
+    events: Vec<Pending>,
     stop: CancellationToken,
 }
 
@@ -182,7 +272,7 @@ impl Batch {
         previous: Option<InFlight>,
         slot: OwnedSemaphorePermit,
     ) -> anyhow::Result<()> {
-        let batch: Vec<&RequestEvent> = self.events.iter().map(|(_, e)| e).collect();
+        let batch: Vec<&RequestEvent> = self.events.iter().map(|p| &p.event).collect();
         let written = write_retrying(&self.worker, &self.publisher, &batch, &self.stop).await;
         let result = async {
             if let Some(previous) = previous {
@@ -199,7 +289,7 @@ impl Batch {
     }
 
     async fn settle(&self, written: Written) -> anyhow::Result<()> {
-        let Some(&(last, _)) = self.events.last() else {
+        let Some(last) = self.events.last().map(|p| p.tag) else {
             return Ok(());
         };
         let span = Span::UpTo {
@@ -218,30 +308,56 @@ impl Batch {
         Ok(())
     }
 
-    async fn write_one_by_one(&self, last: u64) -> lapin::Result<()> {
+    /// Writes every event alone, and settles each message once all of its events are written
+    /// or dead-lettered (a message's events are next to each other in the batch).
+    async fn write_one_by_one(&self, last: u64) -> anyhow::Result<()> {
         let (worker, channel, publisher, stop) =
             (&self.worker, &self.channel, &self.publisher, &self.stop);
-        for (i, (tag, event)) in self.events.iter().enumerate() {
-            match write_retrying(worker, publisher, &[event], stop).await {
-                Written::Committed => {
-                    settle(channel, LOGS_QUEUE, Span::One(*tag), Outcome::Done).await?
-                }
-                Written::Refused(e) => {
-                    tracing::warn!(request_id = %event.request_id, error = %e, "event refused by the database: dead-lettered");
-                    settle(channel, LOGS_QUEUE, Span::One(*tag), Outcome::DeadLetter).await?;
-                }
-                Written::Stopped => {
-                    let count = (self.events.len() - i) as u64;
-                    settle(
-                        channel,
-                        LOGS_QUEUE,
-                        Span::UpTo { tag: last, count },
-                        Outcome::Retry,
-                    )
-                    .await?;
-                    break;
+        let mut start = 0;
+        while start < self.events.len() {
+            let tag = self.events[start].tag;
+            let end = start
+                + self.events[start..]
+                    .iter()
+                    .take_while(|p| p.tag == tag)
+                    .count();
+            let mut outcome = Outcome::Done;
+            let mut refused = Vec::new();
+            for p in &self.events[start..end] {
+                match write_retrying(worker, publisher, &[&p.event], stop).await {
+                    Written::Committed => {}
+                    Written::Refused(e) => {
+                        tracing::warn!(request_id = %p.event.request_id, error = %e, "event refused by the database: dead-lettered");
+                        if p.alone {
+                            outcome = Outcome::DeadLetter;
+                        } else {
+                            let body = Event::Request(p.event.clone()).to_json()?;
+                            refused.push((body, format!("refused by the database: {e}")));
+                        }
+                    }
+                    Written::Stopped => {
+                        let count = (self.events.len() - start) as u64;
+                        settle(
+                            channel,
+                            LOGS_QUEUE,
+                            Span::UpTo { tag: last, count },
+                            Outcome::Retry,
+                        )
+                        .await?;
+                        return Ok(());
+                    }
                 }
             }
+            dead_letter(worker, publisher, refused).await?;
+            let span = match end - start {
+                1 => Span::One(tag),
+                n => Span::Packed {
+                    tag,
+                    count: n as u64,
+                },
+            };
+            settle(channel, LOGS_QUEUE, span, outcome).await?;
+            start = end;
         }
         Ok(())
     }

@@ -35,6 +35,8 @@ impl Outcome {
 pub enum Span {
     /// The one delivery with this tag.
     One(u64),
+    /// The one delivery with this tag, which carried `count` events (a packed message).
+    Packed { tag: u64, count: u64 },
     /// Every unsettled delivery of the channel up to and including this tag (a batch), and
     /// how many messages that is, for the metrics.
     UpTo { tag: u64, count: u64 },
@@ -49,6 +51,7 @@ pub async fn settle(
 ) -> lapin::Result<()> {
     let (tag, multiple, count) = match span {
         Span::One(tag) => (tag, false, 1),
+        Span::Packed { tag, count } => (tag, false, count),
         Span::UpTo { tag, count } => (tag, true, count),
     };
     let result = match outcome {

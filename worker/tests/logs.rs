@@ -248,6 +248,93 @@ async fn a_batch_refused_as_data_is_split_and_only_the_refused_event_dead_letter
     );
 }
 
+/// The gateway packs events into messages, one per line: every event of a pack is written,
+/// and a poison line or an event the database refuses is dead-lettered alone, with the queue
+/// and reason in its headers, while the rest of its message lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_message_lands_whole_but_for_its_poison_and_refused_events() {
+    let env = env().await;
+    let account = account(&env.pool).await;
+    sqlx::query(
+        "ALTER TABLE api_logs ADD CONSTRAINT no_refused_model CHECK (model <> 'refused-model')",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let (_conn, channel) = publisher(&env.amqp_url).await;
+    let mut refused = request(&account, "gpt-4o-mini", 1, 1);
+    refused.model = "refused-model".into();
+    let pack = |events: &[Event], poison: Option<&[u8]>| {
+        let mut lines: Vec<Vec<u8>> = events.iter().map(|e| e.to_json().unwrap()).collect();
+        if let Some(p) = poison {
+            lines.insert(1, p.to_vec());
+        }
+        lines.join(&b'\n')
+    };
+    let first: Vec<Event> = (0..10)
+        .map(|_| Event::Request(request(&account, "gpt-4o-mini", 2, 3)))
+        .collect();
+    let mut second: Vec<Event> = (0..10)
+        .map(|_| Event::Request(request(&account, "gpt-4o-mini", 2, 3)))
+        .collect();
+    second.insert(4, Event::Request(refused.clone()));
+    publish_raw(
+        &channel,
+        amqp::EVENTS_EXCHANGE,
+        "request.completed",
+        &pack(&first, Some(b"{not json")),
+    )
+    .await;
+    publish_raw(
+        &channel,
+        amqp::EVENTS_EXCHANGE,
+        "request.completed",
+        &pack(&second, None),
+    )
+    .await;
+    let worker = env.start();
+
+    wait_count(&env.pool, "SELECT count(*) FROM api_logs", 20, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut dead = Vec::new();
+    while dead.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dead-lettered: {dead:?}"
+        );
+        dead.extend(dead_letters(&channel).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both messages are settled: nothing waits in the queue, nothing comes back.
+    worker.stop().await;
+    assert_eq!(scalar(&env.pool, "SELECT count(*) FROM api_logs").await, 20);
+    dead.extend(dead_letters(&channel).await);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().all(|(_, q)| q == amqp::LOGS_QUEUE), "{dead:?}");
+    assert!(
+        dead.iter().any(|(body, _)| body == b"{not json"),
+        "{dead:?}"
+    );
+    let refused_body = Event::Request(refused.clone()).to_json().unwrap();
+    assert!(
+        dead.iter().any(|(body, _)| *body == refused_body),
+        "{dead:?}"
+    );
+    let depth = channel
+        .queue_declare(
+            amqp::LOGS_QUEUE,
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    assert_eq!(depth, 0, "every message acknowledged");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_crossings_notify_once_publish_events_and_counters_follow() {
     let env = env().await;

@@ -1,17 +1,22 @@
 //! One broker session: a connection, the topology declared, a confirm channel, and pipelined
-//! publishing of a batch with a per-message outcome.
+//! publishing of a batch, packed several events to a message, with a per-event outcome.
 
 use std::time::Duration;
 
 use futures::future::join_all;
-use lapin::{options::BasicPublishOptions, publisher_confirm::Confirmation, Channel, Connection};
+use lapin::{
+    options::BasicPublishOptions, publisher_confirm::Confirmation, BasicProperties, Channel,
+    Connection,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
-use wrapx_core::amqp::{self, EVENTS_EXCHANGE};
+use wrapx_core::{
+    amqp::{self, EVENTS_EXCHANGE},
+    events::PACKED_CONTENT_TYPE,
+};
 
 /// An event ready to go: serialized once, on the request's thread.
 pub(super) struct Outgoing {
-    pub(super) id: Uuid,
     pub(super) routing_key: &'static str,
     /// `Event::to_json`: one line, no newline.
     pub(super) body: Vec<u8>,
@@ -63,9 +68,10 @@ impl Broker {
         self.connection.status().connected() && self.channel.status().connected()
     }
 
-    /// Publishes the whole batch before awaiting any confirm (the broker confirms them in one
-    /// stream), each persistent and mandatory with its request id as message id. Every
-    /// outcome is known by `deadline` at the latest.
+    /// Publishes the batch packed into messages (see [`pack`]), all of them before awaiting
+    /// any confirm (the broker confirms them in one stream), each persistent and mandatory.
+    /// Returns one outcome per event, its message's; every outcome is known by `deadline` at
+    /// the latest.
     ///
     /// A returned (unroutable) message is told by its message id, not by the confirm that
     /// carries it: lapin hands a `basic.return` to whichever pending confirm an ack completes
@@ -77,16 +83,12 @@ impl Broker {
         batch: &[Outgoing],
         deadline: Instant,
     ) -> Vec<Outcome> {
+        let packs = pack(batch);
         // join_all polls the futures in order the first time, so frames and delivery tags are
-        // in batch order.
-        let confirmations = join_all(
-            batch
-                .iter()
-                .map(|message| self.publish_one(message, deadline)),
-        )
-        .await;
+        // in pack order.
+        let confirmations = join_all(packs.iter().map(|p| self.publish_one(p, deadline))).await;
         let mut returned: Vec<String> = Vec::new();
-        let mut outcomes: Vec<Outcome> = confirmations
+        let mut pack_outcomes: Vec<Outcome> = confirmations
             .into_iter()
             .map(|confirmation| {
                 let (outcome, carried) = match confirmation {
@@ -102,13 +104,15 @@ impl Broker {
                 outcome
             })
             .collect();
-        if !returned.is_empty() {
-            for (message, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-                if *outcome == Outcome::Confirmed
-                    && returned.iter().any(|id| *id == message.id.to_string())
-                {
-                    *outcome = Outcome::Unroutable;
-                }
+        for (p, outcome) in packs.iter().zip(pack_outcomes.iter_mut()) {
+            if *outcome == Outcome::Confirmed && returned.iter().any(|id| *id == p.message_id) {
+                *outcome = Outcome::Unroutable;
+            }
+        }
+        let mut outcomes = vec![Outcome::Unknown; batch.len()];
+        for (p, outcome) in packs.iter().zip(pack_outcomes) {
+            for &i in &p.members {
+                outcomes[i] = outcome;
             }
         }
         outcomes
@@ -116,19 +120,22 @@ impl Broker {
 
     /// The broker's confirmation of one publish, or `None` when its fate is unknown (no
     /// confirm by `deadline`, or the connection failed).
-    async fn publish_one(&self, message: &Outgoing, deadline: Instant) -> Option<Confirmation> {
-        let properties = amqp::json_properties(&message.id.to_string()).with_delivery_mode(2);
+    async fn publish_one(&self, pack: &Pack, deadline: Instant) -> Option<Confirmation> {
+        let properties = BasicProperties::default()
+            .with_content_type(PACKED_CONTENT_TYPE.into())
+            .with_message_id(pack.message_id.as_str().into())
+            .with_delivery_mode(2);
         let work = async {
             let confirm = self
                 .channel
                 .basic_publish(
                     EVENTS_EXCHANGE,
-                    message.routing_key,
+                    pack.routing_key,
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &message.body,
+                    &pack.body,
                     properties,
                 )
                 .await?;
@@ -144,5 +151,130 @@ impl Broker {
     pub(super) async fn close(self) {
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.connection.close(200, "bye")).await;
+    }
+}
+
+/// At most this many events share a message. The broker's cost is per message, and per queue
+/// it is routed to, far more than per byte: one message per request was RabbitMQ's largest
+/// share of the machine under load (measured in the gateway README). The worker writes its
+/// batches in units of whole messages, so a pack stays well below `worker.batch_size`.
+pub(super) const PACK_EVENTS: usize = 64;
+/// A pack is closed once its body passes this size (a single larger event goes alone), which
+/// bounds what a consumer's prefetch holds in memory.
+const PACK_BYTES: usize = 256 * 1024;
+
+/// Events sharing one message: their lines, and where each came from in the batch.
+struct Pack {
+    routing_key: &'static str,
+    /// Its own id, to tell a returned message by; the events keep theirs inside.
+    message_id: String,
+    /// Indices into the batch.
+    members: Vec<usize>,
+    /// `Event::to_json` lines joined by newlines (see `wrapx_core::events::lines`).
+    body: Vec<u8>,
+}
+
+/// Packs a batch into messages of up to [`PACK_EVENTS`] events and about [`PACK_BYTES`],
+/// one routing key per message (the bindings route by it), keeping the batch's order within a
+/// routing key.
+fn pack(batch: &[Outgoing]) -> Vec<Pack> {
+    let mut closed: Vec<Pack> = Vec::new();
+    // A gateway batch carries a handful of routing keys at most: a list beats a map here.
+    let mut open: Vec<Pack> = Vec::new();
+    for (i, message) in batch.iter().enumerate() {
+        let slot = match open
+            .iter()
+            .position(|p| p.routing_key == message.routing_key)
+        {
+            Some(slot) => slot,
+            None => {
+                open.push(Pack {
+                    routing_key: message.routing_key,
+                    message_id: Uuid::now_v7().to_string(),
+                    members: Vec::new(),
+                    body: Vec::new(),
+                });
+                open.len() - 1
+            }
+        };
+        let p = &mut open[slot];
+        if !p.body.is_empty() {
+            p.body.push(b'\n');
+        }
+        p.body.extend_from_slice(&message.body);
+        p.members.push(i);
+        if p.members.len() >= PACK_EVENTS || p.body.len() >= PACK_BYTES {
+            closed.push(open.swap_remove(slot));
+        }
+    }
+    closed.extend(open);
+    closed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn outgoing(routing_key: &'static str, body: &[u8]) -> Outgoing {
+        Outgoing {
+            routing_key,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn events_are_packed_by_routing_key_in_order_and_within_the_bounds() {
+        let mut batch = Vec::new();
+        for i in 0..150 {
+            let key = if i % 10 == 9 {
+                "rate_limit.exceeded"
+            } else {
+                "request.completed"
+            };
+            batch.push(outgoing(key, format!("{{\"n\":{i}}}").as_bytes()));
+        }
+        let packs = pack(&batch);
+        let mut seen = vec![0; batch.len()];
+        for p in &packs {
+            assert!(p.members.len() <= PACK_EVENTS);
+            let lines: Vec<&[u8]> = wrapx_core::events::lines(&p.body).collect();
+            assert_eq!(lines.len(), p.members.len());
+            for (line, &i) in lines.iter().zip(&p.members) {
+                assert_eq!(
+                    *line,
+                    batch[i].body.as_slice(),
+                    "a line is its event's body"
+                );
+                assert_eq!(batch[i].routing_key, p.routing_key);
+                seen[i] += 1;
+            }
+            assert!(
+                p.members.windows(2).all(|w| w[0] < w[1]),
+                "batch order kept"
+            );
+        }
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "every event in exactly one pack"
+        );
+        // 135 completed events in 64-event packs, 15 rate-limit events in one.
+        assert_eq!(packs.len(), 4);
+        let ids: std::collections::HashSet<&str> =
+            packs.iter().map(|p| p.message_id.as_str()).collect();
+        assert_eq!(ids.len(), packs.len(), "each message has its own id");
+    }
+
+    #[test]
+    fn a_pack_is_closed_past_its_byte_bound() {
+        let big = vec![b'x'; PACK_BYTES / 2 + 1];
+        let batch: Vec<Outgoing> = (0..5)
+            .map(|_| outgoing("request.completed", &big))
+            .collect();
+        let packs = pack(&batch);
+        assert_eq!(
+            packs.iter().map(|p| p.members.len()).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
     }
 }

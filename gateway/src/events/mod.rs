@@ -8,9 +8,12 @@
 //!                          └──── replayed in order, oldest segment first, once connected ───▶
 //! ```
 //!
-//! Every message is persistent and mandatory, published on a confirm channel with the event's
-//! id (the request id) as `message_id`, and counts as delivered only when the broker acks it
-//! *and* routed it to a queue; each publish has a deadline (`amqp.publish_timeout_ms`: a broker
+//! Events are packed up to 64 to a message (one JSON line each, content type
+//! `application/x-ndjson`, one routing key per message): the broker's work is per message and
+//! per queue, and one message per request made RabbitMQ the busiest process on the machine.
+//! Every message is persistent and mandatory, published on a confirm channel with an id of its
+//! own as `message_id`, and its events count as delivered only when the broker acks it *and*
+//! routed it to a queue; each publish has a deadline (`amqp.publish_timeout_ms`: a broker
 //! under a memory alarm blocks publishers). The task runs its own reconnect loop with backoff
 //! and declares the topology on every connect; lapin's recovery is not used.
 //!
@@ -28,7 +31,7 @@
 //!   confirm does not arrive (deadline passed, connection lost) the broker may or may not hold
 //!   the message, and the gateway publishes it again later; and after a crash of the process
 //!   in the moment between a replayed chunk's confirms and the write of its replay offset.
-//!   Every copy carries the same `message_id` and `request_id`; the worker deduplicates on it.
+//!   Every copy of an event carries the same `request_id`; the worker deduplicates on it.
 //! - **Order**: spooled events are replayed in the order they were spooled (an event whose
 //!   replay fails moves behind the backlog); live events are not held back behind the backlog.
 
@@ -149,7 +152,6 @@ impl EventPublisher {
             }
         };
         let message = Outgoing {
-            id: event.id(),
             routing_key: event.routing_key(),
             body,
         };

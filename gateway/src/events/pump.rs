@@ -15,13 +15,15 @@ use tokio_util::sync::CancellationToken;
 use wrapx_core::{config::Secret, events::Event};
 
 use super::{
-    broker::{Broker, Outcome, Outgoing},
+    broker::{Broker, Outcome, Outgoing, PACK_EVENTS},
     spool::SegmentReader,
     Shared, UNROUTABLE_COUNTER,
 };
 
 /// Events per publish batch, from the channel or from the spool.
 const BATCH: usize = 1024;
+/// How long a batch may wait to fill a message ([`Pump::linger`]).
+const LINGER: Duration = Duration::from_millis(5);
 /// Between fsyncs of the spool and checks of the broker session.
 const TICK: Duration = Duration::from_millis(100);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -107,6 +109,7 @@ impl Pump {
                     if received == 0 {
                         break; // every EventPublisher handle is gone
                     }
+                    self.linger(&mut batch).await;
                     let messages = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     self.deliver(&messages).await;
                 }
@@ -163,6 +166,21 @@ impl Pump {
             self.shared.connected.store(false, Ordering::Relaxed);
             self.schedule_reconnect();
             broker.close().await;
+        }
+    }
+
+    /// Waits up to [`LINGER`] for a batch to fill a message, as Kafka's `linger.ms` does: the
+    /// broker's cost is per message, and without the wait a pack holds only what arrived during
+    /// one confirm round trip (a few events at thousands of requests a second). Events are
+    /// late by at most that much; requests never wait on it.
+    async fn linger(&mut self, batch: &mut Vec<Outgoing>) {
+        let until = Instant::now() + LINGER;
+        while batch.len() < PACK_EVENTS {
+            let room = BATCH - batch.len();
+            match tokio::time::timeout_at(until, self.rx.recv_many(batch, room)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
         }
     }
 
@@ -284,7 +302,6 @@ impl Pump {
         for (line, _) in lines {
             match Event::from_json(&line) {
                 Ok(event) => messages.push(Outgoing {
-                    id: event.id(),
                     routing_key: event.routing_key(),
                     body: line,
                 }),

@@ -245,10 +245,7 @@ impl Env {
                 .basic_get(amqp::LOGS_QUEUE, BasicGetOptions { no_ack: true })
                 .await
             {
-                Ok(Some(message)) => match Event::from_json(&message.delivery.data).unwrap() {
-                    Event::Request(r) => out.push(r),
-                    Event::Admin(_) => {}
-                },
+                Ok(Some(message)) => out.extend(request_events(&message.delivery.data)),
                 Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(_) => channel = reopen(&conn).await,
             }
@@ -271,9 +268,7 @@ impl Env {
                 .await
             {
                 Ok(Some(message)) => {
-                    if let Event::Request(r) = Event::from_json(&message.delivery.data).unwrap() {
-                        out.push(r);
-                    }
+                    out.extend(request_events(&message.delivery.data));
                     last = Instant::now();
                 }
                 Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -283,6 +278,14 @@ impl Env {
         let _ = conn.close(0, "done").await;
         out
     }
+}
+
+/// The request events of one message (the gateway packs several to a message, one per line).
+fn request_events(body: &[u8]) -> impl Iterator<Item = RequestEvent> + '_ {
+    wrapx_core::events::lines(body).filter_map(|line| match Event::from_json(line).unwrap() {
+        Event::Request(r) => Some(r),
+        Event::Admin(_) => None,
+    })
 }
 
 /// A fresh channel after a failed `basic_get`. The gateway declares the logs queue only once

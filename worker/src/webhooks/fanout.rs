@@ -1,8 +1,8 @@
-//! Fan-out: every event on `wrapx.webhook-events` becomes one [`WebhookDelivery`] per active
-//! webhook of its wrapped API subscribed to its type (or `*`), published with confirms to
-//! `wrapx.deliveries`; the events are acknowledged after the broker has taken every delivery.
-//! Events are handled in batches (one webhook query per batch), since every gateway request
-//! passes through here.
+//! Fan-out: every event on `wrapx.webhook-events` (one per message, or several packed in one
+//! by the gateway) becomes one [`WebhookDelivery`] per active webhook of its wrapped API
+//! subscribed to its type (or `*`), published with confirms to `wrapx.deliveries`; the events
+//! are acknowledged after the broker has taken every delivery. Events are handled in batches
+//! (one webhook query per batch), since every gateway request passes through here.
 //!
 //! A delivery's id (the `webhook-id` header) is derived from the event and the webhook, so an
 //! event redelivered after a crash produces deliveries with the same ids, which receivers
@@ -64,9 +64,32 @@ async fn handle_batch(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut events = Vec::with_capacity(deliveries.len());
+    // The last delivery the batch's acknowledgement covers (every one not settled alone).
+    let mut last = None;
     for d in deliveries {
+        let lines: Vec<&[u8]> = wrapx_core::events::lines(&d.data).collect();
+        if lines.len() > 1 {
+            last = Some(d.delivery_tag);
+            // A packed message from the gateway: a poison event in it is dead-lettered by the
+            // log writer, which gets the same message; here it is only passed over.
+            for line in lines {
+                match Event::from_json(line) {
+                    Ok(event) => events.push(event),
+                    Err(e) => tracing::warn!(
+                        queue = WEBHOOK_EVENTS_QUEUE,
+                        delivery_tag = d.delivery_tag,
+                        reason = %e,
+                        "an unreadable event in a packed message: no webhooks for it"
+                    ),
+                }
+            }
+            continue;
+        }
         match Event::from_json(&d.data) {
-            Ok(event) => events.push((d.delivery_tag, event)),
+            Ok(event) => {
+                last = Some(d.delivery_tag);
+                events.push(event);
+            }
             Err(e) => {
                 tracing::warn!(
                     queue = WEBHOOK_EVENTS_QUEUE,
@@ -85,14 +108,14 @@ async fn handle_batch(
             }
         }
     }
-    let Some(&(last, _)) = events.last() else {
+    let Some(last) = last else {
         return Ok(());
     };
     let span = Span::UpTo {
         tag: last,
         count: events.len() as u64,
     };
-    let batch: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
+    let batch: Vec<&Event> = events.iter().collect();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match fan_out(worker, publisher, &batch).await {
@@ -134,6 +157,9 @@ fn wrapped_api_of(event: &Event) -> Uuid {
 
 /// Publishes the batch's deliveries; returns how many.
 async fn fan_out(worker: &Worker, publisher: &Channel, events: &[&Event]) -> anyhow::Result<usize> {
+    if events.is_empty() {
+        return Ok(0);
+    }
     let mut apis: Vec<Uuid> = events.iter().map(|e| wrapped_api_of(e)).collect();
     apis.sort_unstable();
     apis.dedup();

@@ -377,7 +377,8 @@ except Exception as e:
     }
 }
 
-/// Messages in `wrapx.dead`, with the queue each was dead-lettered from (its x-death record).
+/// Messages in `wrapx.dead`, with the queue each was dead-lettered from (its x-death record,
+/// or for an event taken out of a packed message, its `x-wrapx-queue` header).
 pub async fn dead_letters(channel: &Channel) -> Vec<(Vec<u8>, String)> {
     use lapin::{options::BasicGetOptions, types::AMQPValue};
     let mut out = Vec::new();
@@ -393,6 +394,9 @@ pub async fn dead_letters(channel: &Channel) -> Vec<(Vec<u8>, String)> {
             .clone()
             .unwrap_or_default();
         let mut queue = String::new();
+        if let Some(AMQPValue::LongString(q)) = headers.inner().get("x-wrapx-queue") {
+            queue = q.to_string();
+        }
         if let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") {
             if let Some(AMQPValue::FieldTable(first)) = deaths.as_slice().first() {
                 if let Some(AMQPValue::LongString(q)) = first.inner().get("queue") {
