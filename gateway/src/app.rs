@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use pingora_core::{
+    listeners::{L4BufferSettings, ListenerConfig},
     server::configuration::ServerConf,
     services::{listening::Service, Service as _},
 };
@@ -119,7 +120,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         Duration::from_millis(g.header_read_timeout_ms),
     );
     let mut service = Service::new("wrapx-gateway".to_owned(), proxy);
-    service.add_tcp(&g.listen.to_string());
+    // No read buffer in front of client sockets: pingora's default is 64 KiB per connection,
+    // zero-filled, so it is resident for every open or idle keep-alive connection (64 MB per
+    // thousand streams, most of the gateway's memory under many streams). A request head is
+    // read into pingora's own 4 KiB head buffer in one read, and its body into the body
+    // reader's buffer, so for LLM-sized requests the buffer saved no reads.
+    service.add_listener(
+        ListenerConfig::tcp(g.listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+    );
     let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(async move {
         Service::start_service(&mut service, None, accepting, 1).await;
