@@ -108,7 +108,8 @@ pub struct GatewaySettings {
     pub spool_max_bytes: u64,
     pub key_cache_ttl_ms: u64,
     pub negative_cache_ttl_ms: u64,
-    /// Requests per second per key while Redis is unreachable (the local fallback limiter).
+    /// While Redis is unreachable or slow, each key gets its configured limit from this
+    /// instance's own limiter, capped at this many requests per second when not 0.
     pub fallback_rate_per_second: u32,
     /// Log one line per request at info (off by default: it costs on the hot path).
     pub access_log: bool,
@@ -247,10 +248,6 @@ impl Settings {
         nonzero(
             "gateway.header_read_timeout_ms",
             self.gateway.header_read_timeout_ms,
-        )?;
-        nonzero(
-            "gateway.fallback_rate_per_second",
-            self.gateway.fallback_rate_per_second as u64,
         )?;
         nonzero(
             "admin.access_token_ttl_secs",

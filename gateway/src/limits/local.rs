@@ -1,6 +1,9 @@
 //! The fallback limiter: per-subject `governor` limiters in this process, used while Redis is
-//! unreachable. Not exact across instances (each instance allows its own share), and bounded:
-//! limiters whose state has gone back to "fresh" are swept away periodically.
+//! unreachable or slow. Each instance allows a key its whole configured limit (so N instances
+//! allow up to N times it), unless `gateway.fallback_rate_per_second` caps it further: a Redis
+//! that is briefly slow (a burst of connections saturating the gateway's cores is enough) must
+//! not turn into 429s for clients well within their limits. Bounded: limiters whose state has
+//! gone back to "fresh" are swept away periodically.
 
 use std::{
     collections::HashMap,
@@ -33,7 +36,8 @@ type Keyed = governor::RateLimiter<
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(super) struct LocalLimiters {
-    fallback_rate_per_second: u32,
+    /// An extra cap on every key's local rate; none: the configured limit itself.
+    fallback_rate_per_second: Option<NonZeroU32>,
     /// One keyed limiter per distinct (limit, window in ms): a keyed governor limiter has one
     /// quota, and the number of distinct limit settings is small.
     by_quota: RwLock<HashMap<(u32, u64), Arc<Keyed>>>,
@@ -43,9 +47,10 @@ pub(super) struct LocalLimiters {
 }
 
 impl LocalLimiters {
+    /// `fallback_rate_per_second`: 0 for no cap beyond each key's configured limit.
     pub(super) fn new(fallback_rate_per_second: u32) -> Self {
         Self {
-            fallback_rate_per_second: fallback_rate_per_second.max(1),
+            fallback_rate_per_second: NonZeroU32::new(fallback_rate_per_second),
             by_quota: RwLock::new(HashMap::new()),
             clock: DefaultClock::default(),
             epoch: Instant::now(),
@@ -94,14 +99,20 @@ impl LocalLimiters {
         }
     }
 
-    /// The local rate is the configured `limit/window`, capped at the fallback rate; the burst
-    /// is the limit, capped at one second of the fallback rate. None for a zero limit.
+    /// The local rate is the configured `limit/window` and the burst the limit, both capped by
+    /// the fallback rate when one is set (the burst at one second of it). None for a zero
+    /// limit.
     fn quota(&self, limit: u32, window: Duration) -> Option<Quota> {
-        let burst = NonZeroU32::new(limit.min(self.fallback_rate_per_second))?;
         let configured = window.checked_div(limit).unwrap_or(window);
-        let fallback = Duration::from_secs(1) / self.fallback_rate_per_second;
-        let period = configured.max(fallback).max(Duration::from_nanos(1));
-        Some(Quota::with_period(period)?.allow_burst(burst))
+        let (burst, period) = match self.fallback_rate_per_second {
+            Some(cap) => (
+                limit.min(cap.get()),
+                configured.max(Duration::from_secs(1) / cap.get()),
+            ),
+            None => (limit, configured),
+        };
+        let burst = NonZeroU32::new(burst)?;
+        Some(Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst))
     }
 
     fn limiter(&self, limit: u32, window: Duration, quota: Quota) -> Arc<Keyed> {
@@ -142,5 +153,42 @@ impl LocalLimiters {
             limiter.shrink_to_fit();
             !limiter.is_empty()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncapped_the_local_limit_is_the_configured_one() {
+        let local = LocalLimiters::new(0);
+        let subject = Uuid::now_v7();
+        let window = Duration::from_secs(60);
+        for _ in 0..1000 {
+            assert!(local.check(subject, 1000, window).allowed);
+        }
+        let refused = local.check(subject, 1000, window);
+        assert!(!refused.allowed);
+        assert!(refused
+            .retry_after
+            .is_some_and(|r| r > Duration::from_millis(50)));
+        // A huge limit is no burst of a few: a thousand at once pass.
+        let big = Uuid::now_v7();
+        assert!((0..1000).all(|_| local.check(big, 1_000_000_000, window).allowed));
+    }
+
+    #[test]
+    fn a_cap_bounds_rate_and_burst() {
+        let local = LocalLimiters::new(50);
+        let subject = Uuid::now_v7();
+        let allowed = (0..200)
+            .filter(|_| {
+                local
+                    .check(subject, 1_000_000_000, Duration::from_secs(60))
+                    .allowed
+            })
+            .count();
+        assert!((50..=52).contains(&allowed), "{allowed}");
     }
 }

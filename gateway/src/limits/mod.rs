@@ -73,8 +73,8 @@ struct Inner {
 }
 
 impl RateLimiter {
-    /// `fallback_rate_per_second` caps the local limiter's rate (it also never exceeds the
-    /// configured `limit/window`).
+    /// `fallback_rate_per_second`, when not 0, caps the local limiter's rate (which is
+    /// otherwise the configured `limit/window`).
     pub fn new(
         redis: deadpool_redis::Pool,
         names: CacheNames,
