@@ -143,6 +143,98 @@ async fn no_double_burst_at_a_window_edge() {
     assert!((15..=20).contains(&admitted.len()), "admitted {admitted:?}");
 }
 
+/// A busy key whose limit is far above one request reserves its slots from Redis in blocks:
+/// far fewer round trips than requests, the headers still count down one by one, and the
+/// limit holds: exactly on one instance, within a block (1% of the limit) on two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_key_with_a_high_limit_reserves_slots_in_blocks_and_keeps_its_limit() {
+    let prefix = wrapx_core::testing::redis_prefix();
+    let window = Duration::from_secs(60);
+    let names = CacheNames::new(&prefix);
+    let mut conn = shared_pool().get().await.unwrap();
+
+    let one = limiter(shared_pool(), &prefix);
+    let subject = Uuid::now_v7();
+    let mut admitted = 0;
+    for i in 0..1200u32 {
+        let d = one.check(subject, 1000, window).await;
+        assert_eq!(d.source, LimitSource::Redis);
+        if d.allowed {
+            admitted += 1;
+            assert_eq!(d.remaining, 1000 - admitted, "request {i}: {d:?}");
+        } else {
+            assert_eq!(d.remaining, 0);
+            assert!(
+                d.retry_after.is_some_and(|r| r > Duration::from_secs(50)),
+                "{d:?}"
+            );
+        }
+    }
+    assert_eq!(admitted, 1000, "exactly the limit");
+    let members: Vec<String> = conn.zrange(names.rate_limit(subject), 0, -1).await.unwrap();
+    assert_eq!(members.len(), 1000);
+    // Each reservation names its slots `<reservation>:<i>`.
+    let reservations: BTreeSet<&str> = members
+        .iter()
+        .map(|m| m.split(':').next().unwrap())
+        .collect();
+    assert!(
+        reservations.len() <= 1000 / 5,
+        "{} reservations for 1000 requests",
+        reservations.len()
+    );
+
+    // Two instances at once, 64 requests in flight each: neither reserves more than the
+    // limit leaves, neither keeps more than a block of it unused, and blocks are still used.
+    let (a, b) = (
+        limiter(shared_pool(), &prefix),
+        limiter(shared_pool(), &prefix),
+    );
+    let subject = Uuid::now_v7();
+    let mut tasks = Vec::new();
+    for worker in 0..128 {
+        let limiter = if worker % 2 == 0 {
+            a.clone()
+        } else {
+            b.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut allowed = 0u32;
+            for _ in 0..20 {
+                if limiter.check(subject, 2000, window).await.allowed {
+                    allowed += 1;
+                }
+            }
+            allowed
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    let members: Vec<String> = conn.zrange(names.rate_limit(subject), 0, -1).await.unwrap();
+    assert_eq!(
+        members.len(),
+        2000,
+        "every slot of the limit reserved, none past it"
+    );
+    // Requests arriving while their key's block is being reserved wait for it rather than
+    // each making a round trip of its own.
+    let reservations: BTreeSet<&str> = members
+        .iter()
+        .map(|m| m.split(':').next().unwrap())
+        .collect();
+    assert!(
+        reservations.len() <= 2000 / 4,
+        "{} reservations for 2000 admitted requests in flight 64 at a time per instance",
+        reservations.len()
+    );
+    assert!(
+        (2000 - 2 * 20..=2000).contains(&admitted),
+        "{admitted} of 2560 admitted under a limit of 2000"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remaining_reset_and_retry_after_are_what_the_headers_need() {
     let prefix = wrapx_core::testing::redis_prefix();

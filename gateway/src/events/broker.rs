@@ -105,7 +105,7 @@ impl Broker {
             })
             .collect();
         for (p, outcome) in packs.iter().zip(pack_outcomes.iter_mut()) {
-            if *outcome == Outcome::Confirmed && returned.iter().any(|id| *id == p.message_id) {
+            if *outcome == Outcome::Confirmed && returned.contains(&p.message_id) {
                 *outcome = Outcome::Unroutable;
             }
         }

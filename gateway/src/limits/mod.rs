@@ -1,11 +1,13 @@
-//! Rate limits: exact across every gateway instance through one atomic Redis script, with a
-//! local per-process limiter when Redis is unreachable or slow.
+//! Rate limits: across every gateway instance through one atomic Redis script, with a local
+//! per-process limiter when Redis is unreachable or slow.
 //!
-//! One [`RateLimiter::check`] is one Redis round trip (`EVALSHA` of a sliding-window-log
-//! script, see [`window`]). The script reads the time from Redis itself, so the clocks of the
-//! gateway instances do not matter, and it admits a request only while fewer than `limit`
-//! requests were admitted in the `window` before it: "at most `limit` per any `window`", with
-//! no double burst at the edge of a fixed window.
+//! One [`RateLimiter::check`] is at most one Redis round trip (`EVALSHA` of a
+//! sliding-window-log script, see [`window`]). The script reads the time from Redis itself, so
+//! the clocks of the gateway instances do not matter, and it admits a request only while fewer
+//! than `limit` requests were admitted in the `window` before it: "at most `limit` per any
+//! `window`", with no double burst at the edge of a fixed window. A busy key whose limit is far
+//! above one request reserves slots in blocks and spends them locally ([`lease`]): one round
+//! trip per block, exact to within a block of 1% of the limit.
 //!
 //! When Redis fails or takes longer than the timeout, the check falls back to a local
 //! `governor` limiter ([`local`]) and Redis is marked unhealthy ([`health`]); while unhealthy,
@@ -14,6 +16,7 @@
 //! on a dead Redis longer than the timeout.
 
 mod health;
+mod lease;
 mod local;
 mod window;
 
@@ -22,7 +25,12 @@ use std::{sync::Arc, time::Duration};
 use uuid::Uuid;
 use wrapx_core::cache::CacheNames;
 
-use self::{health::Health, local::LocalLimiters, window::SlidingWindow};
+use self::{
+    health::Health,
+    lease::{Leases, Next},
+    local::LocalLimiters,
+    window::SlidingWindow,
+};
 
 /// The answer to one check, with what the `x-ratelimit-*` and `retry-after` headers need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +74,7 @@ pub struct RateLimiter {
 
 struct Inner {
     redis: SlidingWindow,
+    leases: Leases,
     local: LocalLimiters,
     health: Health,
     /// The bound on one Redis check, connecting included.
@@ -84,6 +93,7 @@ impl RateLimiter {
         Self {
             inner: Arc::new(Inner {
                 redis: SlidingWindow::new(redis, names),
+                leases: Leases::default(),
                 local: LocalLimiters::new(fallback_rate_per_second),
                 health: Health::new(),
                 redis_timeout,
@@ -92,24 +102,60 @@ impl RateLimiter {
     }
 
     /// `subject`: the API key id (limits apply per key, with its wrapped API's rate_limits
-    /// row). Never waits longer than the Redis timeout.
+    /// row). Never waits longer than twice the Redis timeout (a wait for another request's
+    /// reservation, then its own check).
     pub async fn check(&self, subject: Uuid, limit: u32, window: Duration) -> Decision {
         let inner = &*self.inner;
-        if inner.health.should_try_redis() {
+        // A slot of this key's lease; or the block another request is reserving, waited for
+        // (in all at most the Redis timeout); or a reservation of its own.
+        let mut slots = 1;
+        let wait_until = tokio::time::Instant::now() + inner.redis_timeout;
+        loop {
+            if let Some(decision) = inner.leases.take(subject, limit, window) {
+                return decision;
+            }
+            match inner.leases.next(subject, limit, window) {
+                Next::Reserve(n) => {
+                    slots = n;
+                    break;
+                }
+                Next::Wait(mut ended) => {
+                    if tokio::time::timeout_at(wait_until, ended.changed())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        if !inner.health.should_try_redis() {
+            inner.leases.abandon(subject, slots);
+        } else {
             let started = std::time::Instant::now();
             let attempt = tokio::time::timeout(
                 inner.redis_timeout,
-                inner.redis.check(subject, limit, window),
+                inner.redis.check(subject, limit, window, slots),
             )
             .await;
             match attempt {
-                Ok(Ok(decision)) => {
+                Ok(Ok((decision, granted))) => {
                     crate::metrics::redis(crate::metrics::RedisOp::RateLimit, started.elapsed());
                     inner.health.record_success();
-                    return decision;
+                    if !decision.allowed {
+                        inner.leases.abandon(subject, slots);
+                        return decision;
+                    }
+                    return inner
+                        .leases
+                        .store(subject, window, slots, granted, decision);
                 }
-                Ok(Err(error)) => inner.health.record_failure(&error),
+                Ok(Err(error)) => {
+                    inner.leases.abandon(subject, slots);
+                    inner.health.record_failure(&error);
+                }
                 Err(_elapsed) => {
+                    inner.leases.abandon(subject, slots);
                     inner.redis.reset();
                     inner
                         .health

@@ -14,8 +14,11 @@ use wrapx_core::cache::CacheNames;
 use super::{Decision, LimitSource};
 use crate::redis_conn::SharedConnection;
 
-/// KEYS[1]: the set. ARGV: limit, window in microseconds, a unique member.
-/// Returns {allowed (0/1), count in the window after this check, reset in µs, retry in µs or -1}.
+/// KEYS[1]: the set. ARGV: limit, window in microseconds, a unique member prefix, the slots
+/// wanted (1, or a block for a lease, see `lease`). Admits as many of the slots as the limit
+/// leaves room for, each a member `prefix:i`.
+/// Returns {allowed (0/1), count in the window after this check, reset in µs, retry in µs or -1,
+/// slots granted}.
 ///
 /// Scores go to Redis through `string.format('%d')`: Lua's default number formatting keeps 14
 /// significant digits, which would round microsecond timestamps to 100 µs.
@@ -31,9 +34,17 @@ if limit <= 0 then
   return {0, count, window, window}
 end
 local allowed = 0
+local granted = 0
 if count < limit then
-  redis.call('ZADD', key, string.format('%d', now), ARGV[3])
-  count = count + 1
+  granted = math.min(tonumber(ARGV[4]), limit - count)
+  local score = string.format('%d', now)
+  local members = {}
+  for i = 1, granted do
+    members[#members + 1] = score
+    members[#members + 1] = ARGV[3] .. ':' .. i
+  end
+  redis.call('ZADD', key, unpack(members))
+  count = count + granted
   allowed = 1
 end
 local retry = -1
@@ -49,7 +60,7 @@ if count > 0 then
   reset = tonumber(newest[2]) + window - now
   redis.call('PEXPIRE', key, math.max(1, math.ceil(reset / 1000)))
 end
-return {allowed, count, reset, retry}
+return {allowed, count, reset, retry, granted}
 "#;
 
 pub(super) struct SlidingWindow {
@@ -78,32 +89,37 @@ impl SlidingWindow {
         }
     }
 
+    /// Checks one request, reserving `slots` for it and later ones when the limit leaves room
+    /// (at least one when it is allowed); returns the decision and the slots granted.
     pub(super) async fn check(
         &self,
         subject: Uuid,
         limit: u32,
         window: Duration,
-    ) -> Result<Decision, RedisCheckError> {
+        slots: u32,
+    ) -> Result<(Decision, u32), RedisCheckError> {
         let window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX).max(1);
         let mut conn = self.redis.get().await?;
-        let (allowed, count, reset_us, retry_us): (i64, i64, i64, i64) = self
+        let (allowed, count, reset_us, retry_us, granted): (i64, i64, i64, i64, i64) = self
             .script
             .key(self.names.rate_limit(subject))
             .arg(limit)
             .arg(window_us)
             .arg(Uuid::new_v4().simple().to_string())
+            .arg(slots.max(1))
             .invoke_async(&mut conn)
             .await
             .inspect_err(|_| self.redis.reset())?;
         let count = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
-        Ok(Decision {
+        let decision = Decision {
             allowed: allowed == 1,
             limit,
             remaining: limit.saturating_sub(count),
             reset_after: micros(reset_us),
             retry_after: (allowed != 1).then(|| micros(retry_us)),
             source: LimitSource::Redis,
-        })
+        };
+        Ok((decision, u32::try_from(granted.max(0)).unwrap_or(0)))
     }
 
     /// A check ran out of time: the connection may be stuck, so the next one starts afresh.
