@@ -159,8 +159,8 @@ impl Broker {
 /// share of the machine under load (measured in the gateway README). The worker writes its
 /// batches in units of whole messages, so a pack stays well below `worker.batch_size`.
 pub(super) const PACK_EVENTS: usize = 64;
-/// A pack is closed once its body passes this size (a single larger event goes alone), which
-/// bounds what a consumer's prefetch holds in memory.
+/// A pack is closed once its body reaches this size (so it holds at most this plus one event),
+/// which bounds what a consumer's prefetch holds in memory.
 const PACK_BYTES: usize = 256 * 1024;
 
 /// Events sharing one message: their lines, and where each came from in the batch.
