@@ -199,7 +199,7 @@ impl Leases {
         lease.limit = decision.limit;
         lease.window = window;
         // Reservations made at once by concurrent requests add up.
-        lease.left += spare;
+        lease.left = lease.left.saturating_add(spare);
         lease.expires = now + lease_ttl(window);
         if asked > 1 {
             lease.next = asked;
