@@ -235,6 +235,20 @@ async fn a_busy_key_with_a_high_limit_reserves_slots_in_blocks_and_keeps_its_lim
     );
 }
 
+/// A limit of zero (the admin API refuses it, a hand-edited row may not) refuses every
+/// request, decided by Redis rather than mistaken for a Redis failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_limit_refuses_everything_through_redis() {
+    let prefix = wrapx_core::testing::redis_prefix();
+    let limiter = limiter(shared_pool(), &prefix);
+    let d = limiter
+        .check(Uuid::now_v7(), 0, Duration::from_secs(60))
+        .await;
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.source, LimitSource::Redis);
+    assert!(limiter.redis_healthy());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remaining_reset_and_retry_after_are_what_the_headers_need() {
     let prefix = wrapx_core::testing::redis_prefix();

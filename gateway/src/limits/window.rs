@@ -31,7 +31,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - window))
 local count = redis.call('ZCARD', key)
 if limit <= 0 then
-  return {0, count, window, window}
+  return {0, count, window, window, 0}
 end
 local allowed = 0
 local granted = 0
