@@ -12,7 +12,7 @@ use common::*;
 use rust_decimal::Decimal;
 use wrapx_core::{
     amqp,
-    events::{Event, RequestOutcome},
+    events::{Event, RequestEvent, RequestOutcome},
     pricing::Pricing,
 };
 
@@ -188,6 +188,40 @@ async fn poison_messages_are_dead_lettered_and_the_next_event_lands() {
     worker.stop().await;
 }
 
+/// Makes this test's database refuse rows of one model (a constraint, as a later migration
+/// might add) and returns an event of that model.
+async fn refused_event(env: &TestEnv, account: &Account) -> RequestEvent {
+    sqlx::query(
+        "ALTER TABLE api_logs ADD CONSTRAINT no_refused_model CHECK (model <> 'refused-model')",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let mut refused = request(account, "gpt-4o-mini", 1, 1);
+    refused.model = "refused-model".into();
+    refused
+}
+
+/// Reads `wrapx.dead` until at least `n` messages dead-lettered from `wrapx.logs` are in hand.
+async fn dead_from_logs(channel: &lapin::Channel, n: usize) -> Vec<(Vec<u8>, String)> {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut dead = Vec::new();
+    while dead
+        .iter()
+        .filter(|(_, q): &&(Vec<u8>, String)| q == amqp::LOGS_QUEUE)
+        .count()
+        < n
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dead-lettered: {dead:?}"
+        );
+        dead.extend(dead_letters(channel).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dead
+}
+
 /// A batch PostgreSQL refuses as data (here a constraint this test adds to its own database,
 /// as a later migration might) is written again one event at a time: the refused event alone
 /// is dead-lettered, every other event has its row, and billing counts only those.
@@ -195,16 +229,9 @@ async fn poison_messages_are_dead_lettered_and_the_next_event_lands() {
 async fn a_batch_refused_as_data_is_split_and_only_the_refused_event_dead_lettered() {
     let env = env().await;
     let account = account(&env.pool).await;
-    sqlx::query(
-        "ALTER TABLE api_logs ADD CONSTRAINT no_refused_model CHECK (model <> 'refused-model')",
-    )
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    let refused = refused_event(&env, &account).await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     // Published before the worker starts, so they arrive as one batch.
-    let mut refused = request(&account, "gpt-4o-mini", 1, 1);
-    refused.model = "refused-model".into();
     for i in 0..20 {
         if i == 7 {
             publish(&channel, &Event::Request(refused.clone())).await;
@@ -218,19 +245,7 @@ async fn a_batch_refused_as_data_is_split_and_only_the_refused_event_dead_letter
     let worker = env.start();
 
     wait_count(&env.pool, "SELECT count(*) FROM api_logs", 20, WAIT).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut dead = Vec::new();
-    while !dead
-        .iter()
-        .any(|(_, q): &(Vec<u8>, String)| q == amqp::LOGS_QUEUE)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing dead-lettered: {dead:?}"
-        );
-        dead.extend(dead_letters(&channel).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut dead = dead_from_logs(&channel, 1).await;
     worker.stop().await;
     dead.extend(dead_letters(&channel).await);
     let from_logs: Vec<_> = dead.iter().filter(|(_, q)| q == amqp::LOGS_QUEUE).collect();
@@ -255,15 +270,8 @@ async fn a_batch_refused_as_data_is_split_and_only_the_refused_event_dead_letter
 async fn a_packed_message_lands_whole_but_for_its_poison_and_refused_events() {
     let env = env().await;
     let account = account(&env.pool).await;
-    sqlx::query(
-        "ALTER TABLE api_logs ADD CONSTRAINT no_refused_model CHECK (model <> 'refused-model')",
-    )
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    let refused = refused_event(&env, &account).await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
-    let mut refused = request(&account, "gpt-4o-mini", 1, 1);
-    refused.model = "refused-model".into();
     let pack = |events: &[Event], poison: Option<&[u8]>| {
         let mut lines: Vec<Vec<u8>> = events.iter().map(|e| e.to_json().unwrap()).collect();
         if let Some(p) = poison {
@@ -295,16 +303,7 @@ async fn a_packed_message_lands_whole_but_for_its_poison_and_refused_events() {
     let worker = env.start();
 
     wait_count(&env.pool, "SELECT count(*) FROM api_logs", 20, WAIT).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut dead = Vec::new();
-    while dead.len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not dead-lettered: {dead:?}"
-        );
-        dead.extend(dead_letters(&channel).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut dead = dead_from_logs(&channel, 2).await;
     // Both messages are settled: nothing waits in the queue, nothing comes back.
     worker.stop().await;
     assert_eq!(scalar(&env.pool, "SELECT count(*) FROM api_logs").await, 20);
