@@ -163,21 +163,7 @@ async fn poison_messages_are_dead_lettered_and_the_next_event_lands() {
 
     // Each poison message reached wrapx.dead from wrapx.logs, with its x-death record. (The
     // webhook fan-out sees every event too and dead-letters the two unparseable ones itself.)
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut dead = Vec::new();
-    while dead
-        .iter()
-        .filter(|(_, q): &&(Vec<u8>, String)| q == amqp::LOGS_QUEUE)
-        .count()
-        < 3
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "poison messages missing from wrapx.dead: {dead:?}"
-        );
-        dead.extend(dead_letters(&channel).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dead = dead_from_logs(&channel, 3).await;
     let from_logs: Vec<&Vec<u8>> = dead
         .iter()
         .filter(|(_, q)| q == amqp::LOGS_QUEUE)
