@@ -111,8 +111,11 @@ impl RateLimiter {
         let mut slots = 1;
         let wait_until = tokio::time::Instant::now() + inner.redis_timeout;
         loop {
-            if let Some(decision) = inner.leases.take(subject, limit, window) {
-                return decision;
+            if let Some(taken) = inner.leases.take(subject, limit, window) {
+                if let Some(ahead) = taken.ahead {
+                    self.reserve_ahead(subject, limit, window, ahead);
+                }
+                return taken.decision;
             }
             match inner.leases.next(subject, limit, window) {
                 Next::Reserve(n) => {
@@ -129,42 +132,76 @@ impl RateLimiter {
                 }
             }
         }
-        if !inner.health.should_try_redis() {
-            inner.leases.abandon(subject, slots);
-        } else {
-            let started = std::time::Instant::now();
-            let attempt = tokio::time::timeout(
-                inner.redis_timeout,
-                inner.redis.check(subject, limit, window, slots),
-            )
-            .await;
-            match attempt {
-                Ok(Ok((decision, granted))) => {
-                    crate::metrics::redis(crate::metrics::RedisOp::RateLimit, started.elapsed());
-                    inner.health.record_success();
-                    if !decision.allowed {
-                        inner.leases.abandon(subject, slots);
-                        return decision;
-                    }
-                    return inner
-                        .leases
-                        .store(subject, window, slots, granted, decision);
-                }
-                Ok(Err(error)) => {
-                    inner.leases.abandon(subject, slots);
-                    inner.health.record_failure(&error);
-                }
-                Err(_elapsed) => {
-                    inner.leases.abandon(subject, slots);
-                    inner.redis.reset();
-                    inner
-                        .health
-                        .record_failure(&format!("no answer within {:?}", inner.redis_timeout));
-                }
+        match self.reserve(subject, limit, window, slots).await {
+            Some((decision, _)) if !decision.allowed => decision,
+            Some((decision, granted)) => inner
+                .leases
+                .store(subject, window, slots, granted, decision),
+            None => {
+                crate::metrics::limit_fallback();
+                inner.local.check(subject, limit, window)
             }
         }
-        crate::metrics::limit_fallback();
-        inner.local.check(subject, limit, window)
+    }
+
+    /// Reserves the next block of a busy key while the rest of its lease is handed out.
+    fn reserve_ahead(&self, subject: Uuid, limit: u32, window: Duration, slots: u32) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some((decision, granted)) = this.reserve(subject, limit, window, slots).await {
+                if decision.allowed {
+                    this.inner
+                        .leases
+                        .store_ahead(subject, window, slots, granted, decision);
+                }
+            }
+        });
+    }
+
+    /// One Redis check reserving `slots`: Redis's decision and the slots it granted, or `None`
+    /// when Redis is unhealthy, failed or was too slow. A refusal or a failure ends the
+    /// reservation in the lease, so that requests waiting for it go on.
+    async fn reserve(
+        &self,
+        subject: Uuid,
+        limit: u32,
+        window: Duration,
+        slots: u32,
+    ) -> Option<(Decision, u32)> {
+        let inner = &*self.inner;
+        if !inner.health.should_try_redis() {
+            inner.leases.abandon(subject, slots);
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let attempt = tokio::time::timeout(
+            inner.redis_timeout,
+            inner.redis.check(subject, limit, window, slots),
+        )
+        .await;
+        match attempt {
+            Ok(Ok((decision, granted))) => {
+                crate::metrics::redis(crate::metrics::RedisOp::RateLimit, started.elapsed());
+                inner.health.record_success();
+                if !decision.allowed {
+                    inner.leases.abandon(subject, slots);
+                }
+                Some((decision, granted))
+            }
+            Ok(Err(error)) => {
+                inner.leases.abandon(subject, slots);
+                inner.health.record_failure(&error);
+                None
+            }
+            Err(_elapsed) => {
+                inner.leases.abandon(subject, slots);
+                inner.redis.reset();
+                inner
+                    .health
+                    .record_failure(&format!("no answer within {:?}", inner.redis_timeout));
+                None
+            }
+        }
     }
 
     /// False from the first failed or slow Redis check until one succeeds again.
