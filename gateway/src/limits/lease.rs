@@ -291,6 +291,15 @@ mod tests {
         }
     }
 
+    /// A key that has just reserved a block of 8 slots, one of them used by the reserving
+    /// request.
+    fn leased_block_of_8(limit: u32, window: Duration) -> (Leases, Uuid) {
+        let leases = Leases::default();
+        let key = Uuid::now_v7();
+        leases.store(key, window, 8, 8, decision(limit, limit - 8));
+        (leases, key)
+    }
+
     #[test]
     fn small_limits_never_lease() {
         let leases = Leases::default();
@@ -349,12 +358,10 @@ mod tests {
 
     #[test]
     fn the_next_block_is_reserved_ahead_once_half_the_lease_is_handed_out() {
-        let leases = Leases::default();
-        let key = Uuid::now_v7();
         let window = Duration::from_secs(60);
         let limit = 1_000_000;
-        // A block of 8: the reserving request used one, 7 are spare.
-        leases.store(key, window, 8, 8, decision(limit, limit - 8));
+        // The reserving request used one slot of the block, 7 are spare.
+        let (leases, key) = leased_block_of_8(limit, window);
         let mut aheads = Vec::new();
         for _ in 0..7 {
             let taken = leases.take(key, limit, window).unwrap();
@@ -388,12 +395,10 @@ mod tests {
 
     #[test]
     fn an_expired_lease_is_not_used_and_halves_the_block() {
-        let leases = Leases::default();
-        let key = Uuid::now_v7();
         // 1% of 1 s: the lease lasts 10 ms.
         let window = Duration::from_secs(1);
         let limit = 100_000;
-        leases.store(key, window, 8, 8, decision(limit, limit - 8));
+        let (leases, key) = leased_block_of_8(limit, window);
         std::thread::sleep(Duration::from_millis(20));
         assert!(leases.take(key, limit, window).is_none());
         assert!(matches!(leases.next(key, limit, window), Next::Reserve(4)));
