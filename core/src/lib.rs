@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod never;
 pub mod password;
 pub mod pricing;
 pub mod prompt;
