@@ -20,7 +20,5 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod types;
 
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 
 pub use error::{Error, Result};

@@ -1,19 +1,17 @@
-//! Test support (feature `testing`): every test gets its own PostgreSQL database, Redis prefix
-//! and RabbitMQ vhost, so tests run in parallel without seeing each other's data.
+//! Per-test backends: every test gets its own PostgreSQL database, Redis prefix and RabbitMQ
+//! vhost, so tests run in parallel without seeing each other's data.
 //!
 //! The server-level connections come from `WRAPX_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `WRAPX_TEST_REDIS_URL` and
 //! `WRAPX_TEST_AMQP_URL` (defaults on the standard local ports). Databases and vhosts are named
 //! `wrapx_test_…`; `scripts/test` drops those left by earlier runs.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::config::{Secret, Settings};
+use wrapx_core::config::{Secret, Settings};
 
-fn env_or(name: &str, default: &str) -> String {
+pub(crate) fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
@@ -45,10 +43,24 @@ pub async fn migrated_database() -> (String, PgPool) {
     let pool = PgPool::connect(&url)
         .await
         .expect("connect to the test database");
-    crate::db::migrate(&pool)
+    wrapx_core::db::migrate(&pool)
         .await
         .expect("apply the migrations");
     (url, pool)
+}
+
+/// A fresh migrated database, a vhost and a Redis prefix, with settings pointed at them.
+pub async fn everything() -> (PgPool, Settings) {
+    let (db_url, pool) = migrated_database().await;
+    let amqp_url = vhost().await;
+    (pool, settings(&db_url, &amqp_url, &redis_prefix()))
+}
+
+/// [`create_vhost`] off the async runtime (it runs `rabbitmqctl`).
+pub async fn vhost() -> String {
+    tokio::task::spawn_blocking(create_vhost)
+        .await
+        .expect("create the vhost")
 }
 
 /// A fresh RabbitMQ vhost that guest may use. Returns the AMQP URL.
