@@ -18,9 +18,9 @@ use uuid::Uuid;
 use wrapx_core::{
     amqp,
     events::{Event, RequestEvent, RequestOutcome, Usage, UsageSource},
-    testing,
     types::ProviderKind,
 };
+use wrapx_testkit::backends as testing;
 use wrapx_worker::publish::{publish_all, Outgoing};
 
 /// The allocator of the `wrapx-worker` binary, so the example measures the worker as it runs.

@@ -85,15 +85,30 @@ impl Worker {
 /// Runs the worker until `shutdown` is cancelled, then drains: in-flight batches are written
 /// and acknowledged, in-flight webhook deliveries finish, and the function returns.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let handle = telemetry::prometheus(&metrics::BUCKETS)?;
-    let listener = tokio::net::TcpListener::bind(settings.worker.metrics_listen)
+    let listener = bind_metrics(&settings).await?;
+    run_with_metrics(settings, listener, shutdown).await
+}
+
+/// Binds `worker.metrics_listen`. On port 0 the system picks the port; the listener's
+/// `local_addr` reports it (tests start the worker so).
+pub async fn bind_metrics(settings: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(settings.worker.metrics_listen)
         .await
         .with_context(|| {
             format!(
                 "bind worker.metrics_listen {}",
                 settings.worker.metrics_listen
             )
-        })?;
+        })
+}
+
+/// [`run`] with the metrics page served on an already bound `listener`.
+pub async fn run_with_metrics(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let handle = telemetry::prometheus(&metrics::BUCKETS)?;
     tracing::info!(metrics_listen = %listener.local_addr()?, "wrapx-worker metrics listening");
     let worker = Arc::new(Worker::build(settings)?);
     let metrics_stop = CancellationToken::new();

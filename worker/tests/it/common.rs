@@ -1,13 +1,11 @@
-//! Shared set-up of the worker's tests: a fresh database and vhost per test, seeded accounts,
-//! publishing events the way the gateway and admin API do, a real HTTP receiver for webhooks,
-//! and polling with a deadline.
+//! What only the worker's tests need on top of the kit: the worker started in this process,
+//! events published the way the gateway and admin API do, a real HTTP receiver for webhooks,
+//! and a check of signatures with the official Python library.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(dead_code)]
 
 use std::{
-    future::Future,
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         atomic::{AtomicU16, Ordering},
         Arc, Mutex,
@@ -16,7 +14,6 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
-use base64::{engine::general_purpose::STANDARD, Engine};
 use chrono::Utc;
 use lapin::{Channel, Connection};
 use sqlx::PgPool;
@@ -26,11 +23,11 @@ use uuid::Uuid;
 use wrapx_core::{
     amqp,
     config::Settings,
-    crypto::{webhook_secret_aad, MasterKeys},
     events::{Event, RequestEvent, RequestOutcome, Usage, UsageSource},
-    testing,
     types::ProviderKind,
 };
+pub use wrapx_testkit::eventually;
+use wrapx_testkit::{backends, seed};
 
 pub fn pricing_file() -> String {
     format!("{}/../config/pricing.toml", env!("CARGO_MANIFEST_DIR"))
@@ -46,11 +43,9 @@ pub struct TestEnv {
 /// A migrated database, a vhost, and settings for quick tests: short batches and retry tiers
 /// of 200 and 400 ms.
 pub async fn env() -> TestEnv {
-    let (db_url, pool) = testing::migrated_database().await;
-    let amqp_url = tokio::task::spawn_blocking(testing::create_vhost)
-        .await
-        .unwrap();
-    let mut settings = testing::settings(&db_url, &amqp_url, &testing::redis_prefix());
+    let (db_url, pool) = backends::migrated_database().await;
+    let amqp_url = backends::vhost().await;
+    let mut settings = backends::settings(&db_url, &amqp_url, &backends::redis_prefix());
     settings.worker.pricing_file = pricing_file();
     settings.worker.batch_max_wait_ms = 20;
     settings.worker.webhook_timeout_ms = 2000;
@@ -65,20 +60,32 @@ pub async fn env() -> TestEnv {
 
 /// A worker running in this process.
 pub struct Running {
+    /// Where its metrics page is served (bound on port 0).
+    pub metrics: SocketAddr,
     token: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestEnv {
-    pub fn start(&self) -> Running {
-        start(self.settings.clone())
+    pub async fn start(&self) -> Running {
+        start(self.settings.clone()).await
     }
 }
 
-pub fn start(settings: Settings) -> Running {
+pub async fn start(settings: Settings) -> Running {
+    let listener = wrapx_worker::bind_metrics(&settings).await.unwrap();
+    let metrics = listener.local_addr().unwrap();
     let token = CancellationToken::new();
-    let handle = tokio::spawn(wrapx_worker::run(settings, token.clone()));
-    Running { token, handle }
+    let handle = tokio::spawn(wrapx_worker::run_with_metrics(
+        settings,
+        listener,
+        token.clone(),
+    ));
+    Running {
+        metrics,
+        token,
+        handle,
+    }
 }
 
 impl Running {
@@ -102,33 +109,10 @@ pub struct Account {
 }
 
 pub async fn account(pool: &PgPool) -> Account {
-    let user = Uuid::now_v7();
-    let project = Uuid::now_v7();
-    let provider = Uuid::now_v7();
-    let api = Uuid::now_v7();
-    let email = format!("u{}@example.com", user.simple());
-    sqlx::query("INSERT INTO users (id, email, password_hash, name) VALUES ($1, $2, 'x', 'n')")
-        .bind(user)
-        .bind(email)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO projects (id, user_id, name) VALUES ($1, $2, 'p')")
-        .bind(project)
-        .bind(user)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO llm_providers (id, user_id, provider_name, api_key_ciphertext, api_key_hint) VALUES ($1, $2, 'openai', 'wxenc1:k:x', 'abcd')")
-        .bind(provider).bind(user).execute(pool).await.unwrap();
-    let endpoint = wrapx_core::types::EndpointId::generate()
-        .as_str()
-        .to_owned();
-    sqlx::query("INSERT INTO wrapped_apis (id, user_id, project_id, provider_id, name, endpoint_id, model) VALUES ($1, $2, $3, $4, 'w', $5, 'gpt-4o-mini')")
-        .bind(api).bind(user).bind(project).bind(provider).bind(endpoint).execute(pool).await.unwrap();
+    let seeded = seed::account(pool).await;
     Account {
-        user_id: user,
-        api_id: api,
+        user_id: seeded.user_id,
+        api_id: seeded.api_id,
         key_id: Uuid::now_v7(),
     }
 }
@@ -195,22 +179,6 @@ pub async fn publish_raw(channel: &Channel, exchange: &str, routing_key: &str, b
     .unwrap();
 }
 
-/// Polls `check` until it returns `Some`, failing the test after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 pub async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(pool)
@@ -234,22 +202,7 @@ pub async fn webhook(
     url: &str,
     events: &[&str],
 ) -> (Uuid, String) {
-    let id = Uuid::now_v7();
-    let secret = format!("whsec_{}", STANDARD.encode(Uuid::new_v4().as_bytes()));
-    let keys = MasterKeys::from_settings(&settings.security).unwrap();
-    let ciphertext = keys
-        .encrypt(secret.as_bytes(), &webhook_secret_aad(id, account.api_id))
-        .unwrap();
-    sqlx::query("INSERT INTO webhooks (id, wrapped_api_id, url, secret_ciphertext, events) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(account.api_id)
-        .bind(url)
-        .bind(ciphertext)
-        .bind(serde_json::json!(events))
-        .execute(pool)
-        .await
-        .unwrap();
-    (id, secret)
+    seed::webhook(pool, &settings.security, account.api_id, url, events).await
 }
 
 /// One request a receiver got.
@@ -333,14 +286,6 @@ async fn record(
     StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
 }
 
-pub fn python() -> PathBuf {
-    std::env::var_os("WRAPX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        })
-}
-
 /// Verifies a delivery with the official `standardwebhooks` Python library.
 pub fn verify_with_python(
     secret: &str,
@@ -361,7 +306,7 @@ except Exception as e:
     print("refused:", repr(e))
     sys.exit(3)
 "#;
-    let mut child = std::process::Command::new(python())
+    let mut child = std::process::Command::new(wrapx_testkit::python())
         .args(["-c", script, secret, id, timestamp, signature])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -1,47 +1,26 @@
 //! The real `wrapx-worker` binary killed with SIGKILL while events flow, then restarted: every
 //! event ends as exactly one row, billed once; SIGTERM then stops it with exit code 0.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::{process::Command, time::Duration};
 
-mod common;
-
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
-use common::*;
+use crate::common::*;
 use wrapx_core::events::Event;
+use wrapx_testkit::process::Process;
 
 const N: usize = 3000;
 
-/// The child process, SIGKILLed if the test fails before it stopped it.
-struct Worker(Option<Child>);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn_worker(env: &TestEnv) -> Worker {
-    let child = Command::new(env!("CARGO_BIN_EXE_wrapx-worker"))
-        .env("WRAPX_DATABASE__URL", &env.db_url)
+/// The real binary, SIGKILLed when dropped.
+fn spawn_worker(env: &TestEnv) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrapx-worker"));
+    cmd.env("WRAPX_DATABASE__URL", &env.db_url)
         .env("WRAPX_AMQP__URL", &env.amqp_url)
         .env("WRAPX_REDIS__PREFIX", &env.settings.redis.prefix)
         .env("WRAPX_WORKER__METRICS_LISTEN", "127.0.0.1:0")
         .env("WRAPX_WORKER__PRICING_FILE", pricing_file())
         .env("WRAPX_WORKER__BATCH_SIZE", "100")
         .env("WRAPX_WORKER__PREFETCH", "300")
-        .env("WRAPX_LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Worker(Some(child))
+        .env("WRAPX_LOG__LEVEL", "warn");
+    Process::spawn(cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +47,7 @@ async fn a_worker_killed_mid_batch_and_restarted_leaves_exactly_n_rows() {
         (scalar(&env.pool, "SELECT count(*) FROM api_logs").await >= 200).then_some(())
     })
     .await;
-    let mut child = worker.0.take().unwrap();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    drop(worker); // SIGKILL
     let at_kill = scalar(&env.pool, "SELECT count(*) FROM api_logs").await;
     assert!(
         (at_kill as usize) < N,
@@ -107,14 +84,7 @@ async fn a_worker_killed_mid_batch_and_restarted_leaves_exactly_n_rows() {
     );
 
     // SIGTERM: drains and exits 0.
-    let mut child = worker.0.take().unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    worker.sigterm();
+    let exit = worker.wait_exit(Duration::from_secs(60)).await;
     assert!(exit.success(), "exit status {exit:?}");
 }

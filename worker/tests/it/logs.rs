@@ -2,13 +2,9 @@
 //! idempotent redelivery, poison messages, billing, quotas and rate-limit counters, and
 //! competing workers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rust_decimal::Decimal;
 use wrapx_core::{
     amqp,
@@ -22,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn n_events_become_n_rows_with_tokens_and_cost_and_redelivery_adds_nothing() {
     let env = env().await;
     let account = account(&env.pool).await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     let pricing = Pricing::load(std::path::Path::new(&pricing_file())).unwrap();
 
@@ -126,7 +122,7 @@ async fn n_events_become_n_rows_with_tokens_and_cost_and_redelivery_adds_nothing
 async fn poison_messages_are_dead_lettered_and_the_next_event_lands() {
     let env = env().await;
     let account = account(&env.pool).await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
 
     publish_raw(
@@ -190,22 +186,19 @@ async fn refused_event(env: &TestEnv, account: &Account) -> RequestEvent {
 
 /// Reads `wrapx.dead` until at least `n` messages dead-lettered from `wrapx.logs` are in hand.
 async fn dead_from_logs(channel: &lapin::Channel, n: usize) -> Vec<(Vec<u8>, String)> {
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut dead = Vec::new();
-    while dead
-        .iter()
-        .filter(|(_, q): &&(Vec<u8>, String)| q == amqp::LOGS_QUEUE)
-        .count()
-        < n
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not dead-lettered: {dead:?}"
-        );
-        dead.extend(dead_letters(channel).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    dead
+    let dead = std::sync::Mutex::new(Vec::new());
+    eventually(
+        &format!("{n} messages dead-lettered from {}", amqp::LOGS_QUEUE),
+        WAIT,
+        || async {
+            let more = dead_letters(channel).await;
+            let mut dead = dead.lock().unwrap();
+            dead.extend(more);
+            let from_logs = dead.iter().filter(|(_, q)| q == amqp::LOGS_QUEUE).count();
+            (from_logs >= n).then(|| dead.clone())
+        },
+    )
+    .await
 }
 
 /// A batch PostgreSQL refuses as data (here a constraint this test adds to its own database,
@@ -228,7 +221,7 @@ async fn a_batch_refused_as_data_is_split_and_only_the_refused_event_dead_letter
         )
         .await;
     }
-    let worker = env.start();
+    let worker = env.start().await;
 
     wait_count(&env.pool, "SELECT count(*) FROM api_logs", 20, WAIT).await;
     let mut dead = dead_from_logs(&channel, 1).await;
@@ -286,7 +279,7 @@ async fn a_packed_message_lands_whole_but_for_its_poison_and_refused_events() {
         &pack(&second, None),
     )
     .await;
-    let worker = env.start();
+    let worker = env.start().await;
 
     wait_count(&env.pool, "SELECT count(*) FROM api_logs", 20, WAIT).await;
     let mut dead = dead_from_logs(&channel, 2).await;
@@ -340,7 +333,7 @@ async fn quota_crossings_notify_once_publish_events_and_counters_follow() {
     sqlx::query(r#"INSERT INTO rate_limits (id, user_id, wrapped_api_id, "limit", window_seconds) VALUES ($1, $2, $3, 100, 86400)"#)
         .bind(uuid::Uuid::now_v7()).bind(account.user_id).bind(account.api_id).execute(&env.pool).await.unwrap();
 
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     let mut events = Vec::new();
     for _ in 0..12 {
@@ -420,8 +413,8 @@ async fn two_workers_share_the_queue_without_double_effects() {
     let mut settings = env.settings.clone();
     settings.worker.prefetch = 50;
     settings.worker.batch_size = 25;
-    let first = common::start(settings.clone());
-    let second = common::start(settings);
+    let first = crate::common::start(settings.clone()).await;
+    let second = crate::common::start(settings).await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     for i in 0..400 {
         let e = request(&accounts[i % 2], "gpt-4o-mini", 5, 5);
@@ -471,15 +464,9 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_known_traffic_exactly() {
-    let mut env = env().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    env.settings.worker.metrics_listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let env = env().await;
     let account = account(&env.pool).await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
 
     for i in 0..25u32 {
@@ -497,7 +484,7 @@ async fn metrics_count_known_traffic_exactly() {
     }
     wait_count(&env.pool, "SELECT count(*) FROM api_logs", 25, WAIT).await;
 
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    let url = format!("http://{}/metrics", worker.metrics);
     let page = eventually("the counts on the metrics page", WAIT, || async {
         let page = reqwest::get(&url).await.ok()?.text().await.ok()?;
         // Counted when settled, just after the commit the rows came from.

@@ -2,13 +2,9 @@
 //! official Python library, retries through the delay tiers with the same id, the final
 //! notification and dead letter, 410 Gone, and the SSRF policy.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use wrapx_core::{
     amqp,
     events::{AdminEvent, Event, EventType, RequestOutcome, WebhookDelivery},
@@ -29,7 +25,7 @@ async fn deliveries_verify_with_the_standard_webhooks_library() {
         &["request.completed", "key.created"],
     )
     .await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
 
     let mut failed = request(&account, "gpt-4o-mini", 1, 0);
@@ -132,7 +128,7 @@ async fn a_failing_receiver_is_retried_with_the_same_id_then_dead_lettered_and_n
     let receiver = Receiver::start(500).await;
     let (webhook_id, secret) =
         webhook(&env.pool, &env.settings, &account, &receiver.url(), &["*"]).await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     publish(
         &channel,
@@ -166,18 +162,11 @@ async fn a_failing_receiver_is_retried_with_the_same_id_then_dead_lettered_and_n
 
     let dedup = format!("webhook_failed:{}", got[0].id);
     wait_count(&env.pool, &format!("SELECT count(*) FROM notifications WHERE type = 'webhook_failed' AND dedup_key = '{dedup}'"), 1, WAIT).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let dead = loop {
+    let dead = eventually("the delivery reaching wrapx.dead", WAIT, || async {
         let dead = dead_letters(&channel).await;
-        if !dead.is_empty() {
-            break dead;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the delivery never reached wrapx.dead"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1, amqp::DELIVERIES_QUEUE);
     let delivery: WebhookDelivery = serde_json::from_slice(&dead[0].0).unwrap();
@@ -195,7 +184,7 @@ async fn gone_disables_the_webhook() {
     let receiver = Receiver::start(410).await;
     let (webhook_id, _) =
         webhook(&env.pool, &env.settings, &account, &receiver.url(), &["*"]).await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     publish(
         &channel,
@@ -252,7 +241,7 @@ async fn private_and_loopback_destinations_are_refused_when_loopback_is_not_allo
         &["*"],
     )
     .await;
-    let worker = env.start();
+    let worker = env.start().await;
     let (_conn, channel) = publisher(&env.amqp_url).await;
     publish(
         &channel,
