@@ -20,5 +20,4 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod types;
 
-
 pub use error::{Error, Result};

@@ -377,12 +377,11 @@ async fn constraints_hold() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let provider: Uuid =
-        sqlx::query_scalar("SELECT provider_id FROM wrapped_apis WHERE id = $1")
-            .bind(api)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let provider: Uuid = sqlx::query_scalar("SELECT provider_id FROM wrapped_apis WHERE id = $1")
+        .bind(api)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let dup = sqlx::query("INSERT INTO wrapped_apis (id, user_id, project_id, provider_id, name, endpoint_id, model) VALUES ($1, $2, $3, $4, 'w2', 'ep_aaaaaaaaaaaaaaaaaaaa', 'm')")
         .bind(Uuid::now_v7()).bind(user).bind(project).bind(provider).execute(&pool).await;
     assert!(dup.is_err(), "duplicate endpoint_id accepted");
@@ -424,8 +423,15 @@ async fn constraints_hold() {
 
     // Check constraints: rating 1 to 5, known plans and statuses.
     for rating in [0, 6] {
-        let r = sqlx::query("INSERT INTO feedback (id, user_id, wrapped_api_id, rating) VALUES ($1, $2, $3, $4)")
-            .bind(Uuid::now_v7()).bind(user).bind(api).bind(rating as i16).execute(&pool).await;
+        let r = sqlx::query(
+            "INSERT INTO feedback (id, user_id, wrapped_api_id, rating) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(user)
+        .bind(api)
+        .bind(rating as i16)
+        .execute(&pool)
+        .await;
         assert!(r.is_err(), "rating {rating} accepted");
     }
     for (plan, status) in [("gold", "active"), ("pro", "sleeping")] {

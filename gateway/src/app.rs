@@ -6,12 +6,12 @@
 //! directly lets the gateway stop accepting at once, wait only as long as requests are in
 //! flight (at most `gateway.shutdown_grace_ms`), then flush the publisher.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::IntoRawFd, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use pingora_core::{
     listeners::{L4BufferSettings, ListenerConfig},
-    server::configuration::ServerConf,
+    server::{configuration::ServerConf, Fds, ListenFds},
     services::{listening::Service, Service as _},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -32,11 +32,7 @@ use crate::{
 /// Runs the gateway until `shutdown` is cancelled, then drains it.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let g = &settings.gateway;
-    // Bind-check first: pingora's listener panics in its task on a busy port.
-    drop(
-        std::net::TcpListener::bind(g.listen)
-            .with_context(|| format!("gateway.listen {}", g.listen))?,
-    );
+    let (listen, listen_fds) = bind(g.listen)?;
 
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -126,13 +122,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // head is read into pingora's own 4 KiB head buffer in one read, and its body into the
     // body reader's buffer, so for LLM-sized requests the buffer saved no reads.
     service.add_listener(
-        ListenerConfig::tcp(g.listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+        ListenerConfig::tcp(listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
     );
     let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
     let listener = tokio::spawn(async move {
-        Service::start_service(&mut service, None, accepting, 1).await;
+        Service::start_service(&mut service, Some(listen_fds), accepting, 1).await;
     });
-    tracing::info!(listen = %g.listen, "wrapx-gateway listening");
+    tracing::info!(%listen, "wrapx-gateway listening");
 
     shutdown.cancelled().await;
     tracing::info!(
@@ -160,4 +156,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tasks.wait().await;
     tracing::info!("wrapx-gateway stopped");
     Ok(())
+}
+
+/// Binds `gateway.listen` here rather than in pingora, whose listener panics in its task on a
+/// busy port: a busy port is an error at start, and on port 0 the address the system chose is
+/// known (and logged) before the first request. The socket goes to pingora as an inherited
+/// descriptor (`ListenFds`, the table its graceful upgrade uses), under its bound address.
+fn bind(addr: SocketAddr) -> anyhow::Result<(SocketAddr, ListenFds)> {
+    let socket =
+        std::net::TcpListener::bind(addr).with_context(|| format!("gateway.listen {addr}"))?;
+    // pingora registers the descriptor with tokio as is.
+    socket.set_nonblocking(true)?;
+    let bound = socket.local_addr()?;
+    let mut fds = Fds::new();
+    fds.add(bound.to_string(), socket.into_raw_fd());
+    Ok((bound, Arc::new(parking_lot::Mutex::new(fds))))
 }

@@ -9,20 +9,16 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_core::events::{AdminEvent, Event, EventType};
 use wrapx_gateway::events::EventPublisher;
+use wrapx_testkit::{backends, net::ClosedPort};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spooled_gauge_counts_events_on_disk() {
     let metrics = wrapx_core::telemetry::prometheus(&[]).unwrap();
     // A port nothing listens on: the broker is unreachable.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = ClosedPort::new();
     let spool = tempfile::tempdir().unwrap();
-    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
-    let mut settings =
-        wrapx_core::testing::settings("postgres://unused@127.0.0.1/unused", &url, "unused:");
+    let url = format!("amqp://guest:guest@{}/%2f", closed.addr);
+    let mut settings = backends::settings("postgres://unused@127.0.0.1/unused", &url, "unused:");
     settings.gateway.spool_dir = spool.path().display().to_string();
     let shutdown = CancellationToken::new();
     let (publisher, task) = EventPublisher::start(&settings, shutdown.clone())

@@ -13,9 +13,9 @@ pub mod redis;
 pub mod seed;
 mod wait;
 
+pub use wait::{eventually, eventually_true};
 #[cfg(feature = "mock-llm")]
 pub use wrapx_benches::mock_llm;
-pub use wait::{eventually, eventually_true};
 
 /// The Python interpreter with the SDKs the end-to-end tests drive (`WRAPX_TEST_PYTHON`, else
 /// the workspace's `.venv`, which `scripts/test` makes).

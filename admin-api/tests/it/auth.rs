@@ -1,13 +1,9 @@
 //! Accounts and sessions: rotation, reuse detection, concurrent refresh, logout, session
 //! revocation, timing-safe and throttled login, operators and deactivation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{expect, spawn, PASSWORD};
+use crate::common::{expect, spawn, PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

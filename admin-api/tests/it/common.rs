@@ -1,7 +1,7 @@
 //! Test harness: the real application on port 0 against its own PostgreSQL database, Redis
 //! prefix and RabbitMQ vhost, driven over real HTTP.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -20,12 +20,9 @@ pub struct TestApp {
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// Settings on a fresh migrated database, vhost and Redis prefix, listening on port 0.
 pub async fn settings() -> Settings {
-    let (db_url, _pool) = wrapx_core::testing::migrated_database().await;
-    let amqp = tokio::task::spawn_blocking(wrapx_core::testing::create_vhost)
-        .await
-        .unwrap();
-    wrapx_core::testing::settings(&db_url, &amqp, &wrapx_core::testing::redis_prefix())
+    wrapx_testkit::backends::everything().await.1
 }
 
 pub async fn spawn() -> TestApp {

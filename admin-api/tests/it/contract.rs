@@ -2,16 +2,13 @@
 //! never a 5xx; body limits; the OpenAPI document lists every route; metrics; slow clients are
 //! cut off at the header-read timeout; SIGTERM-style shutdown finishes in-flight requests.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{build_everything, expect, spawn, spawn_with};
+use crate::common::{build_everything, expect, spawn, spawn_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wrapx_testkit::{eventually, process::Process};
 
 /// Every route of the contract, as the spec must list it.
 const ROUTES: &[(&str, &str)] = &[
@@ -422,7 +419,7 @@ async fn bad_input_for_every_body_is_a_4xx_in_the_contract_shape() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_answer_413_in_the_contract_shape() {
-    let mut settings = common::settings().await;
+    let mut settings = crate::common::settings().await;
     settings.admin.max_body_bytes = 4096;
     let app = spawn_with(settings).await;
     let (_, token, _) = app.account("big@example.com").await;
@@ -449,7 +446,7 @@ async fn bodies_over_the_limit_answer_413_in_the_contract_shape() {
 
 #[tokio::test]
 async fn slow_clients_are_cut_off_at_the_header_timeout_and_shutdown_drains() {
-    let mut settings = common::settings().await;
+    let mut settings = crate::common::settings().await;
     settings.admin.header_read_timeout_ms = 300;
     let app = spawn_with(settings).await;
     let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
@@ -831,55 +828,29 @@ async fn concurrent_prompt_config_writes_get_distinct_gapless_versions() {
 
 #[tokio::test]
 async fn the_binary_serves_and_exits_0_on_sigterm() {
-    let settings = common::settings().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wrapx-admin"))
-        .arg("serve")
+    let settings = crate::common::settings().await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wrapx-admin"));
+    cmd.arg("serve")
         .env("WRAPX_DATABASE__URL", settings.database.url.expose())
         .env("WRAPX_AMQP__URL", settings.amqp.url.expose())
         .env("WRAPX_REDIS__PREFIX", &settings.redis.prefix)
-        .env("WRAPX_ADMIN__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .env("WRAPX_ADMIN__LISTEN", "127.0.0.1:0");
+    let mut admin = Process::spawn(cmd);
+    let addr = admin
+        .logged_addr("wrapx-admin listening", "listen", Duration::from_secs(20))
+        .await;
     let client = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
+    let r = eventually("the binary answering", Duration::from_secs(20), || async {
+        client
+            .get(format!("http://{addr}/healthz"))
             .send()
             .await
-        {
-            assert_eq!(r.status(), StatusCode::OK);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the binary did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let killed = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the binary did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .ok()
+    })
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    admin.sigterm();
+    let status = admin.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -912,14 +883,11 @@ async fn request_metrics_count_known_traffic_exactly() {
         assert_eq!(r.status(), 401);
     }
     // Counted as each answer is made; give the last one a moment to be counted.
-    let mut counted = scrape().await - before;
-    for _ in 0..40 {
-        if counted >= 3.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        counted = scrape().await - before;
-    }
+    let counted = eventually("3 answers counted", Duration::from_secs(2), || async {
+        let counted = scrape().await - before;
+        (counted >= 3.0).then_some(counted)
+    })
+    .await;
     assert_eq!(counted, 3.0);
     app.shutdown().await;
 }

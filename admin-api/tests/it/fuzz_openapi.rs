@@ -2,24 +2,15 @@
 //! that end the test's own session, which would leave the rest testing only 401s) never gets a
 //! 5xx. schemathesis comes from tests/requirements.txt, installed by scripts/test.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::path::PathBuf;
 
 fn schemathesis() -> PathBuf {
-    let python = std::env::var_os("WRAPX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        });
-    python.with_file_name("st")
+    wrapx_testkit::python().with_file_name("st")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_input_on_every_route_never_gets_a_5xx() {
-    let app = common::spawn().await;
+    let app = crate::common::spawn().await;
     let (_, token, _) = app.account("fuzz@example.com").await;
     let st = schemathesis();
     assert!(

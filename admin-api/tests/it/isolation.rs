@@ -2,15 +2,14 @@
 //! neither can see or touch the other's; every id-taking route answers 404 to the other
 //! account, nested routes included. Then the owner's happy path over every route.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
-use common::{build_everything, expect, spawn};
+use crate::common::{build_everything, expect, spawn};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-fn routes_with_ids(a: &common::Built, b: &common::Built) -> Vec<(Method, String, Option<Value>)> {
+fn routes_with_ids(
+    a: &crate::common::Built,
+    b: &crate::common::Built,
+) -> Vec<(Method, String, Option<Value>)> {
     let (p, pr, api, t, w, k, s, n) = (
         &a.project,
         &a.provider,

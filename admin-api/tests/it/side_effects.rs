@@ -2,17 +2,13 @@
 //! test deliveries on RabbitMQ, and what must never leave it: secrets in the database in the
 //! clear, in answers, or in log lines.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::{
     io::Write,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{build_everything, expect, spawn, PASSWORD};
+use crate::common::{build_everything, expect, spawn, PASSWORD};
 use futures::StreamExt;
 use lapin::options::BasicGetOptions;
 use reqwest::{Method, StatusCode};
@@ -47,7 +43,7 @@ async fn secrets_are_absent_from_the_database_answers_and_logs() {
     let app = spawn().await;
     let (user_id, access, refresh) = app.account("secret@example.com").await;
     let built = build_everything(&app, &access, &user_id, "s").await;
-    let provider_key = format!("{}s", common::PROVIDER_KEY);
+    let provider_key = format!("{}s", crate::common::PROVIDER_KEY);
     let refreshed = expect(
         StatusCode::OK,
         app.call(
@@ -388,9 +384,9 @@ async fn admin_events_and_test_deliveries_reach_the_broker() {
 
 #[tokio::test]
 async fn the_admin_api_keeps_working_when_the_broker_is_down() {
-    let mut settings = common::settings().await;
+    let mut settings = crate::common::settings().await;
     settings.amqp.url = wrapx_core::config::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
-    let app = common::spawn_with(settings).await;
+    let app = crate::common::spawn_with(settings).await;
     let (user_id, token, _) = app.account("nobroker@example.com").await;
     let built = build_everything(&app, &token, &user_id, "n").await;
     expect(

@@ -114,11 +114,8 @@ pub(crate) fn is_content(event: &str) -> bool {
     is_openai_content(event) || name(event) == "content_block_delta"
 }
 
-/// Polls `check` every 10 ms for up to 2 s.
+/// The kit's [`wrapx_testkit::eventually_true`] for a plain condition on the mock, up to 2 s.
 pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wrapx_testkit::eventually_true(what, Duration::from_secs(2), || std::future::ready(check()))
+        .await;
 }

@@ -1,11 +1,8 @@
 //! The event publisher against a real RabbitMQ, each test on its own vhost: delivery with
 //! confirms, outages (through a TCP forwarder the test switches off and on), unroutable
 //! publishes, shutdown flushes and the replay of a spool left by an earlier run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::{
     collections::HashSet,
-    future::Future,
     path::Path,
     time::{Duration, Instant},
 };
@@ -29,16 +26,15 @@ use wrapx_core::{
     types::ProviderKind,
 };
 use wrapx_gateway::events::EventPublisher;
+use wrapx_testkit::{backends, eventually_true};
 
-#[path = "common/forwarder.rs"]
-mod forwarder;
-use forwarder::Forwarder;
+use crate::common::forwarder::Forwarder;
 
 fn settings(amqp_url: &str, spool: &Path) -> Settings {
-    let mut s = wrapx_core::testing::settings(
+    let mut s = backends::settings(
         "postgres://unused@127.0.0.1/unused",
         amqp_url,
-        &wrapx_core::testing::redis_prefix(),
+        &backends::redis_prefix(),
     );
     s.gateway.spool_dir = spool.display().to_string();
     s.amqp.publish_timeout_ms = 3000;
@@ -71,18 +67,6 @@ fn event(i: usize) -> Event {
         error: None,
         config_version: Some(1),
     })
-}
-
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn test_channel(url: &str) -> Channel {
@@ -198,14 +182,14 @@ fn segment_files(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delivers_every_event_once_with_its_id_and_body_packed_into_few_messages() {
-    let vhost = wrapx_core::testing::create_vhost();
+    let vhost = backends::create_vhost();
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let (publisher, task) =
         EventPublisher::start(&settings(&vhost, spool.path()), shutdown.clone())
             .await
             .unwrap();
-    eventually("connected", Duration::from_secs(10), || async {
+    eventually_true("connected", Duration::from_secs(10), || async {
         publisher.broker_connected()
     })
     .await;
@@ -215,7 +199,7 @@ async fn delivers_every_event_once_with_its_id_and_body_packed_into_few_messages
         publisher.publish(e.clone());
     }
     let t = Instant::now();
-    eventually("all confirmed", Duration::from_secs(20), || async {
+    eventually_true("all confirmed", Duration::from_secs(20), || async {
         publisher.stats().confirmed == 3000
     })
     .await;
@@ -238,7 +222,7 @@ async fn delivers_every_event_once_with_its_id_and_body_packed_into_few_messages
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
-    let vhost = wrapx_core::testing::create_vhost();
+    let vhost = backends::create_vhost();
     let forwarder = Forwarder::start(false).await;
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
@@ -260,7 +244,7 @@ async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
         "publish waited: {:?}",
         started.elapsed()
     );
-    eventually("all spooled", Duration::from_secs(10), || async {
+    eventually_true("all spooled", Duration::from_secs(10), || async {
         publisher.spooled() == 500
     })
     .await;
@@ -270,7 +254,7 @@ async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
 
     // Back: every spooled event is replayed, exactly once.
     forwarder.set(true);
-    eventually("replayed", Duration::from_secs(30), || async {
+    eventually_true("replayed", Duration::from_secs(30), || async {
         let s = publisher.stats();
         s.spooled == 0 && s.confirmed == 500
     })
@@ -280,7 +264,7 @@ async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
 
     // A live session cut: the publisher notices, spools, reconnects and replays.
     forwarder.set(false);
-    eventually("disconnected", Duration::from_secs(10), || async {
+    eventually_true("disconnected", Duration::from_secs(10), || async {
         !publisher.broker_connected()
     })
     .await;
@@ -288,12 +272,12 @@ async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
     for e in &second {
         publisher.publish(e.clone());
     }
-    eventually("spooled again", Duration::from_secs(10), || async {
+    eventually_true("spooled again", Duration::from_secs(10), || async {
         publisher.spooled() == 300
     })
     .await;
     forwarder.set(true);
-    eventually("replayed again", Duration::from_secs(30), || async {
+    eventually_true("replayed again", Duration::from_secs(30), || async {
         let s = publisher.stats();
         s.spooled == 0 && s.confirmed == 800
     })
@@ -309,12 +293,12 @@ async fn spools_while_the_broker_is_away_and_replays_each_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unroutable_event_is_not_taken_as_delivered() {
-    let vhost = wrapx_core::testing::create_vhost();
+    let vhost = backends::create_vhost();
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let s = settings(&vhost, spool.path());
     let (publisher, task) = EventPublisher::start(&s, shutdown.clone()).await.unwrap();
-    eventually("connected", Duration::from_secs(10), || async {
+    eventually_true("connected", Duration::from_secs(10), || async {
         publisher.broker_connected()
     })
     .await;
@@ -331,7 +315,7 @@ async fn an_unroutable_event_is_not_taken_as_delivered() {
     for e in &events {
         publisher.publish(e.clone());
     }
-    eventually("returned and spooled", Duration::from_secs(10), || async {
+    eventually_true("returned and spooled", Duration::from_secs(10), || async {
         let s = publisher.stats();
         s.unroutable >= 50 && s.spooled == 50
     })
@@ -342,7 +326,7 @@ async fn an_unroutable_event_is_not_taken_as_delivered() {
     amqp::declare_topology(&channel, &s.amqp.webhook_retry_delays_ms)
         .await
         .unwrap();
-    eventually("delivered", Duration::from_secs(30), || async {
+    eventually_true("delivered", Duration::from_secs(30), || async {
         let s = publisher.stats();
         s.spooled == 0 && s.confirmed == 50
     })
@@ -369,12 +353,12 @@ fn key_event() -> Event {
 /// return to the next confirm an ack completes, in no set order.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_a_mixed_batch_only_the_unroutable_events_are_spooled() {
-    let vhost = wrapx_core::testing::create_vhost();
+    let vhost = backends::create_vhost();
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let s = settings(&vhost, spool.path());
     let (publisher, task) = EventPublisher::start(&s, shutdown.clone()).await.unwrap();
-    eventually("connected", Duration::from_secs(10), || async {
+    eventually_true("connected", Duration::from_secs(10), || async {
         publisher.broker_connected()
     })
     .await;
@@ -391,7 +375,7 @@ async fn in_a_mixed_batch_only_the_unroutable_events_are_spooled() {
         publisher.publish(r.clone());
         publisher.publish(u.clone());
     }
-    eventually("settled", Duration::from_secs(10), || async {
+    eventually_true("settled", Duration::from_secs(10), || async {
         let s = publisher.stats();
         s.confirmed == 40 && s.spooled == 40 && s.unroutable >= 40
     })
@@ -403,7 +387,7 @@ async fn in_a_mixed_batch_only_the_unroutable_events_are_spooled() {
     amqp::declare_topology(&channel, &s.amqp.webhook_retry_delays_ms)
         .await
         .unwrap();
-    eventually("replayed", Duration::from_secs(30), || async {
+    eventually_true("replayed", Duration::from_secs(30), || async {
         let s = publisher.stats();
         s.spooled == 0 && s.confirmed == 80
     })
@@ -420,14 +404,14 @@ async fn in_a_mixed_batch_only_the_unroutable_events_are_spooled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_flushes_what_memory_holds_to_the_broker() {
-    let vhost = wrapx_core::testing::create_vhost();
+    let vhost = backends::create_vhost();
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let (publisher, task) =
         EventPublisher::start(&settings(&vhost, spool.path()), shutdown.clone())
             .await
             .unwrap();
-    eventually("connected", Duration::from_secs(10), || async {
+    eventually_true("connected", Duration::from_secs(10), || async {
         publisher.broker_connected()
     })
     .await;
@@ -448,7 +432,7 @@ async fn shutdown_flushes_what_memory_holds_to_the_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spool_left_by_an_earlier_run_is_replayed_at_start() {
-    let vhost = wrapx_core::testing::create_vhost();
+    let vhost = backends::create_vhost();
     let forwarder = Forwarder::start(false).await;
     let spool = tempfile::tempdir().unwrap();
 
@@ -479,13 +463,13 @@ async fn a_spool_left_by_an_earlier_run_is_replayed_at_start() {
             .await
             .unwrap();
     assert_eq!(publisher.spooled(), 400, "leftovers counted at start");
-    eventually("replayed", Duration::from_secs(30), || async {
+    eventually_true("replayed", Duration::from_secs(30), || async {
         let s = publisher.stats();
         s.spooled == 0 && s.confirmed == 400
     })
     .await;
     assert_exactly(&test_channel(&vhost).await, &events).await;
-    eventually("segments deleted", Duration::from_secs(5), || async {
+    eventually_true("segments deleted", Duration::from_secs(5), || async {
         segment_files(spool.path()) == 0
     })
     .await;

@@ -5,15 +5,9 @@
 //! own instances (a TCP forwarder to the broker or the database, a private `redis-server`), so
 //! other tests never notice.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-#[path = "common/forwarder.rs"]
-mod forwarder;
-
 use std::{
     collections::HashSet,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -21,13 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{chat, eventually, free_port, request_id, Api, Env, Gateway};
-use forwarder::Forwarder;
+use crate::common::forwarder::Forwarder;
+use crate::common::{chat, eventually, eventually_true, request_id, Api, ClosedPort, Env, Gateway};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_benches::mock_llm::MockConfig;
+use wrapx_testkit::{process::Process, redis::PrivateRedis};
 
 /// What a load loop saw: every answer's status and request id.
 struct Answers {
@@ -88,21 +83,19 @@ fn worker(env: &Env) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
 async fn assert_exactly_logged(env: &Env, request_ids: &[Uuid]) {
     let want: HashSet<Uuid> = request_ids.iter().copied().collect();
     assert_eq!(want.len(), request_ids.len(), "request ids are unique");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("{} rows in api_logs", want.len());
+    let rows = eventually(&what, Duration::from_secs(60), || async {
         let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT request_id FROM api_logs")
             .fetch_all(&env.db)
             .await
             .unwrap();
-        if rows.len() >= want.len() || Instant::now() > deadline {
-            let got: HashSet<Uuid> = rows.iter().map(|r| r.0).collect();
-            assert_eq!(got.len(), rows.len(), "a request logged twice");
-            assert_eq!(rows.len(), want.len(), "rows vs requests");
-            assert_eq!(got, want, "the rows are the requests'");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (rows.len() >= want.len()).then_some(rows)
+    })
+    .await;
+    let got: HashSet<Uuid> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(got.len(), rows.len(), "a request logged twice");
+    assert_eq!(rows.len(), want.len(), "rows vs requests");
+    assert_eq!(got, want, "the rows are the requests'");
 }
 
 /// The value of one series on the gateway's metrics page.
@@ -225,58 +218,6 @@ async fn a_database_outage_under_load_delays_rows_but_loses_none() {
     worker_task.await.unwrap().unwrap();
 }
 
-/// A private Redis for one test, on its own port; stopped and started by the test.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let redis = Self {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Redis gone under load: keys already known keep being served, the rate limit falls back to
 /// the local limiter, and when Redis is back the gateway uses it again by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -286,8 +227,7 @@ async fn a_redis_outage_under_load_keeps_serving_known_keys() {
         .api_with(env.provider_id, "keep", Some((100_000, 60)))
         .await;
     let (worker_stop, worker_task) = worker(&env);
-    let port = free_port();
-    let mut redis = PrivateRedis::start_on(port);
+    let mut redis = PrivateRedis::start().await;
     let redis_url = redis.url();
     let gw = Gateway::start_with(
         &env,
@@ -308,7 +248,7 @@ async fn a_redis_outage_under_load_keeps_serving_known_keys() {
         0.0,
         "Redis answers the limits"
     );
-    redis.kill();
+    redis.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = metric(&gw, fallbacks).await;
     assert!(during > 0.0, "the local limiter answered during the outage");
@@ -320,26 +260,24 @@ async fn a_redis_outage_under_load_keeps_serving_known_keys() {
         .unwrap();
     assert_eq!(ready["redis"], "down");
 
-    let _redis = PrivateRedis::start_on(port);
+    let _redis = PrivateRedis::start_on(redis.port).await;
     // Back by itself: readiness says so and the limiter stops falling back.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready: Value = reqwest::get(gw.url("/readyz"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let before = metric(&gw, fallbacks).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if ready["redis"] == "up" && metric(&gw, fallbacks).await == before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not go back to Redis"
-        );
-    }
+    eventually_true(
+        "the gateway back on Redis (ready, no more fallbacks)",
+        Duration::from_secs(20),
+        || async {
+            let ready: Value = reqwest::get(gw.url("/readyz"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let before = metric(&gw, fallbacks).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ready["redis"] == "up" && metric(&gw, fallbacks).await == before
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let answers = traffic.await.unwrap();
 
@@ -446,21 +384,18 @@ async fn first_byte_and_idle_timeouts_are_each_their_own() {
         "the first-byte deadline was stretched: {took:?}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let outcomes = eventually("3 rows in api_logs", Duration::from_secs(30), || async {
         let outcomes: Vec<(String, i16)> =
             sqlx::query_as("SELECT outcome, status FROM api_logs ORDER BY created_at")
                 .fetch_all(&env.db)
                 .await
                 .unwrap();
-        if outcomes.len() >= 3 || Instant::now() > deadline {
-            let expected = [("timeout", 504), ("timeout", 200), ("timeout", 504)]
-                .map(|(o, s)| (o.to_owned(), s));
-            assert_eq!(outcomes, expected);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (outcomes.len() >= 3).then_some(outcomes)
+    })
+    .await;
+    let expected =
+        [("timeout", 504), ("timeout", 200), ("timeout", 504)].map(|(o, s)| (o.to_owned(), s));
+    assert_eq!(outcomes, expected);
     worker_stop.cancel();
     worker_task.await.unwrap().unwrap();
 }
@@ -473,8 +408,8 @@ async fn first_byte_and_idle_timeouts_are_each_their_own() {
 async fn failing_upstreams_get_clean_errors_and_one_row_each() {
     let env = Env::new(MockConfig::default()).await;
     let api = env.api().await;
-    let closed = free_port();
-    let dead_provider = env.provider(&format!("http://127.0.0.1:{closed}/v1")).await;
+    let closed = ClosedPort::new();
+    let dead_provider = env.provider(&format!("http://{}/v1", closed.addr)).await;
     let dead = env.api_with(dead_provider, "keep", None).await;
     let (worker_stop, worker_task) = worker(&env);
     let gw = Gateway::start(&env).await;
@@ -836,58 +771,24 @@ fn worker_binary() -> std::path::PathBuf {
 
 /// The worker as a process of its own, on the test's database and vhost, killed if the test
 /// ends before stopping it.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn start(env: &Env) -> Self {
-        let child = Command::new(worker_binary())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("WRAPX_DATABASE__URL", &env.db_url)
-            .env("WRAPX_AMQP__URL", &env.amqp_url)
-            .env("WRAPX_REDIS__URL", env.settings.redis.url.expose())
-            .env("WRAPX_REDIS__PREFIX", &env.prefix)
-            .env("WRAPX_WORKER__METRICS_LISTEN", "127.0.0.1:0")
-            .env(
-                "WRAPX_WORKER__PRICING_FILE",
-                format!("{}/../config/pricing.toml", env!("CARGO_MANIFEST_DIR")),
-            )
-            // Small batches, so a kill at any moment lands in the middle of one.
-            .env("WRAPX_WORKER__BATCH_SIZE", "50")
-            .env("WRAPX_WORKER__PREFETCH", "200")
-            .env("WRAPX_LOG__LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the worker did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_worker(env: &Env) -> Process {
+    let mut cmd = Command::new(worker_binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WRAPX_DATABASE__URL", &env.db_url)
+        .env("WRAPX_AMQP__URL", &env.amqp_url)
+        .env("WRAPX_REDIS__URL", env.settings.redis.url.expose())
+        .env("WRAPX_REDIS__PREFIX", &env.prefix)
+        .env("WRAPX_WORKER__METRICS_LISTEN", "127.0.0.1:0")
+        .env(
+            "WRAPX_WORKER__PRICING_FILE",
+            format!("{}/../config/pricing.toml", env!("CARGO_MANIFEST_DIR")),
+        )
+        // Small batches, so a kill at any moment lands in the middle of one.
+        .env("WRAPX_WORKER__BATCH_SIZE", "50")
+        .env("WRAPX_WORKER__PREFETCH", "200")
+        .env("WRAPX_LOG__LEVEL", "warn");
+    Process::spawn(cmd)
 }
 
 async fn rows(env: &Env) -> i64 {
@@ -905,23 +806,24 @@ async fn a_worker_killed_mid_batch_under_load_leaves_exactly_one_row_per_request
     let env = Env::new(MockConfig::default()).await;
     let api = env.api().await;
     let gw = Gateway::start(&env).await;
-    let mut worker = WorkerProcess::start(&env);
+    let mut worker = start_worker(&env);
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(&gw, &api, 4, stop.clone());
 
     // Killed once rows are flowing, so batches are being written.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rows(&env).await < 200 {
-        assert!(Instant::now() < deadline, "no rows from the worker");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    worker.signal("-KILL");
+    eventually_true(
+        "200 rows from the worker",
+        Duration::from_secs(30),
+        || async { rows(&env).await >= 200 },
+    )
+    .await;
+    worker.child.kill().unwrap(); // SIGKILL
     let killed = worker.wait_exit(Duration::from_secs(5)).await;
     assert!(!killed.success(), "{killed:?}");
     let rows_at_kill = rows(&env).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut worker = WorkerProcess::start(&env);
+    let mut worker = start_worker(&env);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let answers = traffic.await.unwrap();
@@ -932,7 +834,7 @@ async fn a_worker_killed_mid_batch_under_load_leaves_exactly_one_row_per_request
         "requests went on after the kill"
     );
     assert_exactly_logged(&env, &answers.request_ids).await;
-    worker.signal("-TERM");
+    worker.sigterm();
     let stopped = worker.wait_exit(Duration::from_secs(15)).await;
     assert!(stopped.success(), "{stopped:?}");
 }
@@ -1063,16 +965,12 @@ async fn clients_hanging_up_mid_stream_cancel_the_upstream_and_are_logged_once()
         ids.push(h.await.unwrap());
     }
 
-    assert!(
-        eventually(Duration::from_secs(10), || env
-            .mock
-            .stats()
-            .streams_cancelled
-            == 10)
-        .await,
-        "the provider still streams: {:?}",
-        env.mock.stats()
-    );
+    eventually_true(
+        "the provider's 10 streams cancelled",
+        Duration::from_secs(10),
+        || async { env.mock.stats().streams_cancelled == 10 },
+    )
+    .await;
     assert_exactly_logged(&env, &ids).await;
     let cancelled: Vec<(String, i32)> = sqlx::query_as(
         "SELECT usage_source, completion_tokens FROM api_logs WHERE outcome = 'cancelled'",

@@ -1,11 +1,8 @@
 //! The rate limiter against real Redis (each test under its own key prefix) and against a
 //! private `redis-server` the test starts and stops: exactness across instances, the sliding
 //! window's edge, the header values, the local fallback and the recovery.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::{
     collections::BTreeSet,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -13,11 +10,12 @@ use redis::AsyncCommands;
 use uuid::Uuid;
 use wrapx_core::cache::CacheNames;
 use wrapx_gateway::limits::{Decision, LimitSource, RateLimiter};
+use wrapx_testkit::{backends, eventually, net::ClosedPort, redis::PrivateRedis};
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
 fn pool(url: &str) -> deadpool_redis::Pool {
-    let mut settings = wrapx_core::testing::settings(
+    let mut settings = backends::settings(
         "postgres://unused@127.0.0.1/unused",
         "amqp://unused",
         "unused:",
@@ -39,17 +37,9 @@ fn limiter(pool: deadpool_redis::Pool, prefix: &str) -> RateLimiter {
     RateLimiter::new(pool, CacheNames::new(prefix), 50, TIMEOUT)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_the_limit_passes_across_two_instances() {
-    let prefix = wrapx_core::testing::redis_prefix();
+    let prefix = backends::redis_prefix();
     let (a, b) = (
         limiter(shared_pool(), &prefix),
         limiter(shared_pool(), &prefix),
@@ -106,7 +96,7 @@ async fn exactly_the_limit_passes_across_two_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_double_burst_at_a_window_edge() {
-    let prefix = wrapx_core::testing::redis_prefix();
+    let prefix = backends::redis_prefix();
     let (a, b) = (
         limiter(shared_pool(), &prefix),
         limiter(shared_pool(), &prefix),
@@ -148,7 +138,7 @@ async fn no_double_burst_at_a_window_edge() {
 /// limit holds: exactly on one instance, within a block (1% of the limit) on two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_key_with_a_high_limit_reserves_slots_in_blocks_and_keeps_its_limit() {
-    let prefix = wrapx_core::testing::redis_prefix();
+    let prefix = backends::redis_prefix();
     let window = Duration::from_secs(60);
     let names = CacheNames::new(&prefix);
     let mut conn = shared_pool().get().await.unwrap();
@@ -239,7 +229,7 @@ async fn a_busy_key_with_a_high_limit_reserves_slots_in_blocks_and_keeps_its_lim
 /// request, decided by Redis rather than mistaken for a Redis failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_limit_refuses_everything_through_redis() {
-    let prefix = wrapx_core::testing::redis_prefix();
+    let prefix = backends::redis_prefix();
     let limiter = limiter(shared_pool(), &prefix);
     let d = limiter
         .check(Uuid::now_v7(), 0, Duration::from_secs(60))
@@ -251,7 +241,7 @@ async fn a_zero_limit_refuses_everything_through_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remaining_reset_and_retry_after_are_what_the_headers_need() {
-    let prefix = wrapx_core::testing::redis_prefix();
+    let prefix = backends::redis_prefix();
     let limiter = limiter(shared_pool(), &prefix);
     let subject = Uuid::now_v7();
     let window = Duration::from_secs(2);
@@ -290,7 +280,8 @@ async fn remaining_reset_and_retry_after_are_what_the_headers_need() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_or_silent_redis_falls_back_to_the_local_limiter_within_the_timeout() {
     // Nothing listens: refused at once.
-    let closed = limiter(pool(&format!("redis://127.0.0.1:{}/0", free_port())), "t:");
+    let closed_port = ClosedPort::new();
+    let closed = limiter(pool(&format!("redis://{}/0", closed_port.addr)), "t:");
     // Accepts connections and never answers: only the timeout ends the wait.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_url = format!(
@@ -344,55 +335,10 @@ async fn an_unreachable_or_silent_redis_falls_back_to_the_local_limiter_within_t
     held.abort();
 }
 
-/// A private `redis-server` on a fixed port, killed on drop.
-struct PrivateRedis(Child);
-
-impl PrivateRedis {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self(child)
-    }
-
-    fn stop(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_by_itself_when_redis_comes_back() {
-    let port = free_port();
-    let redis = PrivateRedis::start(port).await;
-    let limiter = limiter(pool(&format!("redis://127.0.0.1:{port}/0")), "t:");
+    let mut redis = PrivateRedis::start().await;
+    let limiter = limiter(pool(&redis.url()), "t:");
     let subject = Uuid::now_v7();
     let window = Duration::from_secs(60);
     assert_eq!(
@@ -408,17 +354,17 @@ async fn recovers_by_itself_when_redis_comes_back() {
     assert_eq!(d.source, LimitSource::Local);
     assert!(!limiter.redis_healthy());
 
-    let _redis = PrivateRedis::start(port).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let d = limiter.check(subject, 1000, window).await;
-        if d.source == LimitSource::Redis {
-            // A fresh Redis: the script was loaded again by itself (EVALSHA fell back).
-            assert!(d.allowed && d.remaining == 999, "{d:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still local");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _redis = PrivateRedis::start_on(redis.port).await;
+    let d = eventually(
+        "the limiter back on Redis",
+        Duration::from_secs(10),
+        || async {
+            let d = limiter.check(subject, 1000, window).await;
+            (d.source == LimitSource::Redis).then_some(d)
+        },
+    )
+    .await;
+    // A fresh Redis: the script was loaded again by itself (EVALSHA fell back).
+    assert!(d.allowed && d.remaining == 999, "{d:?}");
     assert!(limiter.redis_healthy());
 }

@@ -1,13 +1,9 @@
 //! The official OpenAI Python SDK against `…/w/{endpoint_id}/v1`: a completion, a stream and an
 //! auth error, as a production client sees them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::{process::Command, time::Duration};
 
-mod common;
-
-use std::{path::PathBuf, process::Command, time::Duration};
-
-use common::{Env, Gateway};
+use crate::common::{Env, Gateway};
 use serde_json::Value;
 use wrapx_benches::mock_llm::MockConfig;
 
@@ -37,12 +33,6 @@ except openai.AuthenticationError as e:
 print(json.dumps(out))
 "#;
 
-fn python() -> PathBuf {
-    std::env::var_os("WRAPX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_sdk_completes_streams_and_sees_auth_errors() {
     let env = Env::new(MockConfig {
@@ -55,7 +45,7 @@ async fn the_openai_sdk_completes_streams_and_sees_auth_errors() {
     let base = gw.url(&format!("/w/{}/v1", api.endpoint));
     let key = api.key.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(wrapx_testkit::python())
             .args(["-c", SCRIPT, &base, &key])
             .output()
             .unwrap()

@@ -2,16 +2,10 @@
 //! and a broker that is away then back with no event lost. (SIGTERM with streams in flight is
 //! in the fault suite, `faults.rs`, with the row count.)
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-#[path = "common/forwarder.rs"]
-mod forwarder;
-
 use std::time::{Duration, Instant};
 
-use common::{chat, error_code, Env, Gateway};
-use forwarder::Forwarder;
+use crate::common::forwarder::Forwarder;
+use crate::common::{chat, error_code, Env, Gateway};
 use serde_json::Value;
 use wrapx_benches::mock_llm::MockConfig;
 use wrapx_core::{

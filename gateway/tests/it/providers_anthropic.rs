@@ -3,13 +3,9 @@
 //! the client gets, streams chunk by chunk, errors, usage in the event), an Anthropic client on
 //! an OpenAI-compatible provider, and an Anthropic client on an Anthropic provider.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{chat, error_code, Api, Env, Gateway, PROVIDER_KEY};
+use crate::common::{chat, error_code, eventually, Api, Env, Gateway, PROVIDER_KEY};
 use serde_json::{json, Value};
 use wrapx_benches::mock_llm::MockConfig;
 use wrapx_core::{
@@ -631,9 +627,9 @@ async fn an_anthropic_backed_request_is_logged_with_tokens_and_cost() {
         wrapx_core::pricing::Pricing::parse(wrapx_core::pricing::DEFAULT_PRICING_TOML).unwrap();
     let lookup = pricing.price("claude-3-5-haiku");
     assert!(!lookup.is_default, "the model is in the pricing table");
-    let deadline = Instant::now() + Duration::from_secs(30);
     for id in ids {
-        let row = loop {
+        let what = format!("the api_logs row of {id}");
+        let row = eventually(&what, Duration::from_secs(30), || async {
             let row: Option<(i32, i32, String, String, bool)> = sqlx::query_as(
                 "SELECT prompt_tokens, completion_tokens, cost::text, model, stream FROM api_logs WHERE request_id = $1",
             )
@@ -641,12 +637,9 @@ async fn an_anthropic_backed_request_is_logged_with_tokens_and_cost() {
             .fetch_optional(&env.db)
             .await
             .unwrap();
-            if let Some(row) = row {
-                break row;
-            }
-            assert!(Instant::now() < deadline, "no api_logs row for {id}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+            row
+        })
+        .await;
         let (prompt, completion, cost, model, stream) = row;
         assert_eq!(model, "claude-3-5-haiku");
         assert_eq!(prompt, 10, "the provider's input tokens");

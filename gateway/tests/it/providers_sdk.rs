@@ -3,15 +3,10 @@
 //! reports what it understood; then both SDKs are clients of a wrapped API served by the real
 //! gateway, backed by an Anthropic provider and by an OpenAI-compatible one, completion and
 //! stream.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Env, Gateway};
+use crate::common::{Env, Gateway};
 use wrapx_benches::mock_llm::MockConfig;
 use wrapx_core::events::{RequestOutcome, UsageSource};
 
@@ -22,19 +17,12 @@ use wrapx_gateway::providers::{
     ChatToAnthropicStream,
 };
 
-fn python() -> PathBuf {
-    std::env::var_os("WRAPX_TEST_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
 /// Runs the SDK script with the body to serve and returns what it printed as JSON.
 fn sdk(script: &str, body: &[u8], content_type: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("body");
     std::fs::write(&path, body).unwrap();
-    let out = Command::new(python())
+    let out = Command::new(wrapx_testkit::python())
         .arg("-c")
         .arg(format!("{PRELUDE}\n{script}"))
         .env("BODY", &path)
@@ -232,7 +220,7 @@ async fn both_sdks_against(kind: &str) {
     let gw = Gateway::start(&env).await;
     let args = [gw.url(""), api.endpoint.to_string(), api.key.clone()];
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(wrapx_testkit::python())
             .arg("-c")
             .arg(LIVE_SCRIPT)
             .args(args)

@@ -1,13 +1,9 @@
 //! End to end through the real binary: routes, the key swap, prompt compilation as the
 //! provider receives it, streaming, usage, errors, and one event per request.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{chat, error_code, Env, Gateway, PROVIDER_KEY};
+use crate::common::{chat, error_code, eventually, ClosedPort, Env, Gateway, PROVIDER_KEY};
 use serde_json::{json, Value};
 use wrapx_benches::mock_llm::MockConfig;
 use wrapx_core::events::{RequestOutcome, UsageSource};
@@ -473,8 +469,8 @@ async fn chunked_bodies_past_the_retry_buffer_are_rewritten_whole() {
 async fn upstream_failures_map_to_502_and_504_and_provider_4xx_passes() {
     let env = Env::new(MockConfig::default()).await;
     let api = env.api().await;
-    let closed = common::free_port();
-    let dead_provider = env.provider(&format!("http://127.0.0.1:{closed}/v1")).await;
+    let closed = ClosedPort::new();
+    let dead_provider = env.provider(&format!("http://{}/v1", closed.addr)).await;
     let dead = env.api_with(dead_provider, "keep", None).await;
     let gw = Gateway::start_with(
         &env,
@@ -485,7 +481,7 @@ async fn upstream_failures_map_to_502_and_504_and_provider_4xx_passes() {
     )
     .await;
     let client = reqwest::Client::new();
-    let send = |behavior: &'static str, target: &common::Api| {
+    let send = |behavior: &'static str, target: &crate::common::Api| {
         client
             .post(gw.chat_url(target))
             .bearer_auth(&target.key)
@@ -537,18 +533,11 @@ async fn health_readiness_and_metrics() {
     let r = client.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-request-id"));
-    let ready = async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = client.get(gw.url("/readyz")).send().await.unwrap();
-            if r.status() == 200 || Instant::now() > deadline {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let r = ready.await;
-    assert_eq!(r.status(), 200);
+    let r = eventually("/readyz answering 200", Duration::from_secs(10), || async {
+        let r = client.get(gw.url("/readyz")).send().await.unwrap();
+        (r.status() == 200).then_some(r)
+    })
+    .await;
     assert_eq!(r.json::<Value>().await.unwrap()["broker"], "up");
     for _ in 0..3 {
         let r = client
@@ -562,22 +551,23 @@ async fn health_readiness_and_metrics() {
     }
     // A request is counted in its logging phase, which may end just after its answer did.
     let want = r#"wrapx_gateway_requests_total{status="2xx",provider="openai_compatible",stream="false"} 3"#;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let text = client
-            .get(format!("http://127.0.0.1:{}/metrics", gw.metrics_port))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let tokens = r#"wrapx_gateway_tokens_total{kind="completion"} 15"#;
-        if (text.contains(want) && text.contains(tokens)) || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let text = eventually(
+        "the 3 requests and their tokens counted",
+        Duration::from_secs(5),
+        || async {
+            let text = client
+                .get(format!("http://127.0.0.1:{}/metrics", gw.metrics_port))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let tokens = r#"wrapx_gateway_tokens_total{kind="completion"} 15"#;
+            (text.contains(want) && text.contains(tokens)).then_some(text)
+        },
+    )
+    .await;
     assert!(text.contains(want), "{text}");
     assert!(
         text.contains(r#"wrapx_gateway_tokens_total{kind="completion"} 15"#),

@@ -1,7 +1,7 @@
 //! A TCP forwarder that a test switches on and off, to play an outage of RabbitMQ or
 //! PostgreSQL without touching the shared servers.
 
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(dead_code)]
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},

@@ -1,11 +1,13 @@
-//! Test support: a seeded database, a vhost and a Redis prefix per test, the mock upstream, and
-//! the real `wrapx-gateway` binary started with environment variables.
+//! What only the gateway's tests need on top of the kit: one test's backends with a seeded
+//! account behind the mock upstream, the real `wrapx-gateway` binary on port 0, and reading the
+//! request events it publishes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(dead_code)]
+
+pub mod forwarder;
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -13,26 +15,18 @@ use lapin::options::BasicGetOptions;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
-use wrapx_benches::mock_llm::{self, MockConfig, MockHandle};
 use wrapx_core::{
     amqp,
     config::Settings,
-    crypto::{provider_key_aad, MasterKeys},
     events::{Event, RequestEvent},
-    keys::{ApiKey, KeyHasher},
-    testing,
-    types::EndpointId,
 };
-
-pub const PROVIDER_KEY: &str = "sk-provider-secret-1234";
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use wrapx_testkit::{
+    backends,
+    mock_llm::{self, MockConfig, MockHandle},
+    process::Process,
+    seed::{self, Key, Provider, User, WrappedApi},
+};
+pub use wrapx_testkit::{eventually, eventually_true, net::ClosedPort, seed::PROVIDER_KEY};
 
 /// One test's backends and seeded data.
 pub struct Env {
@@ -52,7 +46,7 @@ pub struct Env {
 #[derive(Clone)]
 pub struct Api {
     pub id: Uuid,
-    pub endpoint: EndpointId,
+    pub endpoint: String,
     pub key: String,
     pub key_id: Uuid,
     pub key_hash: String,
@@ -60,29 +54,13 @@ pub struct Api {
 
 impl Env {
     pub async fn new(mock: MockConfig) -> Self {
-        let (db_url, db) = testing::migrated_database().await;
-        let amqp_url = tokio::task::spawn_blocking(testing::create_vhost)
-            .await
-            .unwrap();
-        let prefix = testing::redis_prefix();
-        let settings = testing::settings(&db_url, &amqp_url, &prefix);
+        let (db_url, db) = backends::migrated_database().await;
+        let amqp_url = backends::vhost().await;
+        let prefix = backends::redis_prefix();
+        let settings = backends::settings(&db_url, &amqp_url, &prefix);
         let mock = mock_llm::spawn(mock).await.unwrap();
-        let user_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, name) VALUES ($1, $2, 'x', 'Owner')",
-        )
-        .bind(user_id)
-        .bind(format!("{}@example.com", user_id.simple()))
-        .execute(&db)
-        .await
-        .unwrap();
-        let project_id = Uuid::now_v7();
-        sqlx::query("INSERT INTO projects (id, user_id, name) VALUES ($1, $2, 'p')")
-            .bind(project_id)
-            .bind(user_id)
-            .execute(&db)
-            .await
-            .unwrap();
+        let user_id = User::new().insert(&db).await;
+        let project_id = seed::project(&db, user_id).await;
         let mut env = Self {
             db_url,
             db,
@@ -107,21 +85,12 @@ impl Env {
 
     /// A provider row of `kind` (`openai_compatible`, `anthropic`, …) at `base_url`.
     pub async fn provider_of(&self, kind: &str, base_url: &str) -> Uuid {
-        let id = Uuid::now_v7();
-        let keys = MasterKeys::from_settings(&self.settings.security).unwrap();
-        let ciphertext = keys
-            .encrypt(PROVIDER_KEY.as_bytes(), &provider_key_aad(id, self.user_id))
-            .unwrap();
-        sqlx::query("INSERT INTO llm_providers (id, user_id, provider_name, api_key_ciphertext, api_key_hint, api_base_url) VALUES ($1, $2, $3, $4, '1234', $5)")
-            .bind(id)
-            .bind(self.user_id)
-            .bind(kind)
-            .bind(ciphertext)
-            .bind(base_url)
-            .execute(&self.db)
+        Provider::new(self.user_id)
+            .kind(kind)
+            .base_url(base_url)
+            .encrypted(&self.settings.security)
+            .insert(&self.db)
             .await
-            .unwrap();
-        id
     }
 
     pub async fn api(&self) -> Api {
@@ -134,33 +103,19 @@ impl Env {
         policy: &str,
         rate_limit: Option<(i32, i32)>,
     ) -> Api {
-        let id = Uuid::now_v7();
-        let endpoint = EndpointId::generate();
-        sqlx::query("INSERT INTO wrapped_apis (id, user_id, project_id, provider_id, name, endpoint_id, model, system_message_policy) VALUES ($1, $2, $3, $4, 'api', $5, 'pinned-model', $6)")
-            .bind(id)
-            .bind(self.user_id)
-            .bind(self.project_id)
-            .bind(provider_id)
-            .bind(endpoint.as_str())
-            .bind(policy)
-            .execute(&self.db)
-            .await
-            .unwrap();
+        let api = WrappedApi::new(self.user_id, self.project_id, provider_id)
+            .name("api")
+            .model("pinned-model")
+            .policy(policy)
+            .insert(&self.db)
+            .await;
         if let Some((limit, window)) = rate_limit {
-            sqlx::query(r#"INSERT INTO rate_limits (id, user_id, wrapped_api_id, "limit", window_seconds) VALUES ($1, $2, $3, $4, $5)"#)
-                .bind(Uuid::now_v7())
-                .bind(self.user_id)
-                .bind(id)
-                .bind(limit)
-                .bind(window)
-                .execute(&self.db)
-                .await
-                .unwrap();
+            seed::rate_limit(&self.db, self.user_id, api.id, limit, window).await;
         }
-        let (key, key_id, key_hash) = self.key(id, None).await;
+        let (key, key_id, key_hash) = self.key(api.id, None).await;
         Api {
-            id,
-            endpoint,
+            id: api.id,
+            endpoint: api.endpoint,
             key,
             key_id,
             key_hash,
@@ -173,37 +128,15 @@ impl Env {
         api: Uuid,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> (String, Uuid, String) {
-        let key = ApiKey::generate();
-        let hash = KeyHasher::from_settings(&self.settings.security)
-            .unwrap()
-            .hash_key(&key)
-            .to_hex();
-        let id = Uuid::now_v7();
-        sqlx::query("INSERT INTO api_keys (id, wrapped_api_id, key_hash, key_hint, key_name, expires_at) VALUES ($1, $2, $3, $4, 'k', $5)")
-            .bind(id)
-            .bind(api)
-            .bind(&hash)
-            .bind(key.hint())
-            .bind(expires_at)
-            .execute(&self.db)
-            .await
-            .unwrap();
-        (key.expose().to_owned(), id, hash)
+        let key = Key::new(api)
+            .expires_at(expires_at)
+            .insert(&self.db, &self.settings.security)
+            .await;
+        (key.key, key.id, key.hash)
     }
 
     pub async fn prompt(&self, api: Uuid, config: Value) {
-        sqlx::query("INSERT INTO prompt_configs (id, wrapped_api_id, role, instructions, rules, behavior, tone, examples) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(Uuid::now_v7())
-            .bind(api)
-            .bind(config["role"].as_str().unwrap_or(""))
-            .bind(config["instructions"].as_str().unwrap_or(""))
-            .bind(config["rules"].as_str().unwrap_or(""))
-            .bind(config["behavior"].as_str().unwrap_or(""))
-            .bind(config["tone"].as_str().unwrap_or(""))
-            .bind(config.get("examples").cloned().unwrap_or(json!([])))
-            .execute(&self.db)
-            .await
-            .unwrap();
+        seed::prompt_config(&self.db, api, &config).await;
     }
 
     /// The environment a gateway process of this test runs with.
@@ -296,9 +229,9 @@ async fn reopen(conn: &lapin::Connection) -> lapin::Channel {
     conn.create_channel().await.unwrap()
 }
 
-/// A running `wrapx-gateway` process; killed when dropped.
+/// A running `wrapx-gateway` process on port 0; killed when dropped.
 pub struct Gateway {
-    pub child: Child,
+    pub process: Process,
     pub port: u16,
     pub metrics_port: u16,
 }
@@ -308,44 +241,45 @@ impl Gateway {
         Self::start_with(env, &[]).await
     }
 
+    /// Starts the binary with `extra` environment over the test's, and returns once it is
+    /// healthy on the ports it reports having bound.
     pub async fn start_with(env: &Env, extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let metrics_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrapx-gateway"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.gateway_env())
-            .env("WRAPX_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "WRAPX_GATEWAY__METRICS_LISTEN",
-                format!("127.0.0.1:{metrics_port}"),
-            )
-            .stdin(Stdio::null());
+            .env("WRAPX_GATEWAY__LISTEN", "127.0.0.1:0")
+            .env("WRAPX_GATEWAY__METRICS_LISTEN", "127.0.0.1:0");
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
+        let process = Process::spawn(cmd);
+        let within = Duration::from_secs(20);
+        let listen = process
+            .logged_addr("wrapx-gateway listening", "listen", within)
+            .await;
+        let metrics = process
+            .logged_addr("metrics listening", "addr", within)
+            .await;
         let gw = Self {
-            child,
-            port,
-            metrics_port,
+            process,
+            port: listen.port(),
+            metrics_port: metrics.port(),
         };
         gw.wait_healthy().await;
         gw
     }
 
     async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
         let client = reqwest::Client::new();
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(self.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the gateway did not become healthy");
+        eventually_true("the gateway healthy", Duration::from_secs(20), || async {
+            client
+                .get(self.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -361,30 +295,12 @@ impl Gateway {
     }
 
     pub fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.process.sigterm();
     }
 
     /// Waits for the process to exit, up to `within`.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the gateway did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.wait_exit(within).await
     }
 }
 
@@ -404,16 +320,4 @@ pub fn request_id(r: &reqwest::Response) -> Uuid {
 /// The OpenAI-shaped error code of an answer body.
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
-}
-
-/// Polls `check` until it holds or `within` passes.
-pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut check: F) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }
