@@ -252,8 +252,9 @@ impl ProxyHttp for Gateway {
                 ctx.failure = Some(FailureClass::Upstream);
             }
         }
-        if let (Some(chunk), Some(meter)) = (body.as_ref(), ctx.meter.as_mut()) {
-            meter.feed(chunk);
+        // Reads the usage, and drops the usage chunk the client did not ask for.
+        if let Some(meter) = ctx.meter.as_mut() {
+            meter.pass(body, end_of_stream);
         }
         if end_of_stream && ctx.translator.is_none() {
             end_cut_stream(body, ctx);
@@ -553,7 +554,9 @@ impl Gateway {
         // The meter reads what the client gets, so it reads the client's dialect.
         ctx.meter = Some(match client {
             ProviderDialect::OpenAiChat => {
-                UsageMeter::new(rewritten.stream, self.event_data_max_bytes)
+                UsageMeter::new(rewritten.stream, self.event_data_max_bytes).hiding_usage_chunk(
+                    provider == ProviderDialect::OpenAiChat && !rewritten.client_include_usage,
+                )
             }
             ProviderDialect::AnthropicMessages => {
                 UsageMeter::anthropic(rewritten.stream, self.event_data_max_bytes)

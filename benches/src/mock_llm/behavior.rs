@@ -4,6 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::format::Format;
+
 /// How the mock answers one request.
 ///
 /// The word form (`normal`, `hang`, `status-503`, `stall-after-2`, `malformed`, `reset-after-1`,
@@ -92,12 +94,11 @@ impl fmt::Display for Behavior {
 }
 
 impl Behavior {
-    /// The behaviour a model name asks for: `mock-hang`, `mock-status-500`, … `None` for any
-    /// other name, including `mock-model`, so ordinary mock model names stay normal.
+    /// The behaviour a model name asks for: `mock-hang`, `mock-status-500`, after a format if
+    /// any (`mock-spaced-hang`). `None` for any other name, including `mock-model` and
+    /// `mock-spaced`, so ordinary mock model names stay normal.
     pub fn from_model(model: &str) -> Option<Self> {
-        model
-            .strip_prefix("mock-")
-            .and_then(|word| word.parse().ok())
+        Format::split_model(model).and_then(|(_, word)| word.parse().ok())
     }
 
     /// Packs the behaviour into one word: the variant in the high 32 bits, its count below.
@@ -205,6 +206,11 @@ mod tests {
             Behavior::from_model("mock-stall-after-2"),
             Some(Behavior::StallAfter(2))
         );
+        assert_eq!(
+            Behavior::from_model("mock-pretty-reset-after-1"),
+            Some(Behavior::ResetAfter(1))
+        );
+        assert_eq!(Behavior::from_model("mock-spaced"), None);
         assert_eq!(Behavior::from_model("mock-model"), None);
         assert_eq!(Behavior::from_model("gpt-4o"), None);
     }
