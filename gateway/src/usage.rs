@@ -267,8 +267,7 @@ impl UsageMeter {
     /// The usage once the answer is over: as reported, or counted when the provider never said.
     pub fn finish(&mut self, prompt_estimate: u32) -> Usage {
         self.end_stream();
-        if !self.stream && self.read.reported.is_none() && !self.overflow && !self.buf.is_empty()
-        {
+        if !self.stream && self.read.reported.is_none() && !self.overflow && !self.buf.is_empty() {
             if let Ok(WithUsage { usage: Some(u), .. }) =
                 serde_json::from_slice::<WithUsage>(&self.buf)
             {
@@ -555,7 +554,12 @@ mod layouts {
     use super::*;
     use crate::providers::testkit::{laid_out, splits};
 
-    const FORMATS: [Format; 4] = [Format::Compact, Format::Spaced, Format::Pretty, Format::Crlf];
+    const FORMATS: [Format; 4] = [
+        Format::Compact,
+        Format::Spaced,
+        Format::Pretty,
+        Format::Crlf,
+    ];
     const MODES: [Option<u64>; 5] = [None, Some(0), Some(1), Some(5), Some(42)];
 
     const OPENAI: &str = concat!(
@@ -607,10 +611,17 @@ mod layouts {
                 );
             }
             // Cut before the usage: counted from the content that passed.
-            let cut = laid_out(&OPENAI[..OPENAI.find("data: {\"choices\":[{\"delta\":{},").unwrap()], format);
+            let cut = laid_out(
+                &OPENAI[..OPENAI.find("data: {\"choices\":[{\"delta\":{},").unwrap()],
+                format,
+            );
             let (mut m, _) = read(UsageMeter::new(true, 64), &cut, Some(3));
             assert!(!m.saw_done());
-            assert_eq!(tokens(m.finish(7)), (7, 2, UsageSource::Counted), "{format}");
+            assert_eq!(
+                tokens(m.finish(7)),
+                (7, 2, UsageSource::Counted),
+                "{format}"
+            );
         }
     }
 
@@ -627,25 +638,41 @@ mod layouts {
                     "{format} {mode:?}"
                 );
             }
-            let cut = laid_out(&ANTHROPIC[..ANTHROPIC.find("event: message_delta").unwrap()], format);
+            let cut = laid_out(
+                &ANTHROPIC[..ANTHROPIC.find("event: message_delta").unwrap()],
+                format,
+            );
             let (mut m, _) = read(UsageMeter::anthropic(true, 64), &cut, Some(9));
             assert!(!m.saw_done());
-            assert_eq!(tokens(m.finish(5)), (12, 2, UsageSource::Reported), "{format}");
+            assert_eq!(
+                tokens(m.finish(5)),
+                (12, 2, UsageSource::Reported),
+                "{format}"
+            );
         }
     }
 
     #[test]
     fn whole_answers_in_every_layout() {
         let openai = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        let anthropic = br#"{"type":"message","content":[],"usage":{"input_tokens":4,"output_tokens":6}}"#;
+        let anthropic =
+            br#"{"type":"message","content":[],"usage":{"input_tokens":4,"output_tokens":6}}"#;
         for format in FORMATS {
             let body = format.json(Bytes::from_static(openai));
             let (mut m, _) = read(UsageMeter::new(false, 1024), &body, Some(2));
-            assert_eq!(tokens(m.finish(0)), (3, 4, UsageSource::Reported), "{format}");
+            assert_eq!(
+                tokens(m.finish(0)),
+                (3, 4, UsageSource::Reported),
+                "{format}"
+            );
             assert_eq!(m.response_data()["id"], "x");
             let body = format.json(Bytes::from_static(anthropic));
             let (mut m, _) = read(UsageMeter::anthropic(false, 1024), &body, Some(2));
-            assert_eq!(tokens(m.finish(0)), (4, 6, UsageSource::Reported), "{format}");
+            assert_eq!(
+                tokens(m.finish(0)),
+                (4, 6, UsageSource::Reported),
+                "{format}"
+            );
         }
     }
 
@@ -672,17 +699,28 @@ mod layouts {
         }
         // A usage in a chunk that has choices is not the usage chunk: it stays.
         let mixed = "data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n";
-        let (_, out) = read(UsageMeter::new(true, 64).hiding_usage_chunk(true), mixed.as_bytes(), None);
+        let (_, out) = read(
+            UsageMeter::new(true, 64).hiding_usage_chunk(true),
+            mixed.as_bytes(),
+            None,
+        );
         assert_eq!(out, mixed.as_bytes());
         // Anthropic and whole answers have no such chunk.
-        assert!(UsageMeter::anthropic(true, 8).hiding_usage_chunk(true).hide.is_none());
-        assert!(UsageMeter::new(false, 8).hiding_usage_chunk(true).hide.is_none());
+        assert!(UsageMeter::anthropic(true, 8)
+            .hiding_usage_chunk(true)
+            .hide
+            .is_none());
+        assert!(UsageMeter::new(false, 8)
+            .hiding_usage_chunk(true)
+            .hide
+            .is_none());
     }
 
     #[test]
     fn whole_events_pass_without_a_copy_and_split_ones_are_held() {
         let mut m = UsageMeter::new(true, 0).hiding_usage_chunk(true);
-        let chunk = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+        let chunk =
+            Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
         let mut body = Some(chunk.clone());
         m.pass(&mut body, false);
         assert_eq!(body.as_ref().map(|b| b.as_ptr()), Some(chunk.as_ptr()));

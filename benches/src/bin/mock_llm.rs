@@ -36,7 +36,7 @@ struct Args {
     #[arg(long)]
     no_record: bool,
     /// Default behaviour: normal, hang, status-NNN, stall-after-N, malformed, reset-after-N,
-    /// error-in-200.
+    /// end-after-N, error-in-200.
     #[arg(long, default_value = "normal")]
     behavior: Behavior,
     /// Default layout of the answers' bytes: compact, spaced, pretty, crlf.

@@ -9,7 +9,7 @@ use super::format::Format;
 /// How the mock answers one request.
 ///
 /// The word form (`normal`, `hang`, `status-503`, `stall-after-2`, `malformed`, `reset-after-1`,
-/// `error-in-200`) is what the `x-mock-behavior` header, a `mock-…` model name and the binary's
+/// `end-after-2`, `error-in-200`) is what the `x-mock-behavior` header, a `mock-…` model name and the binary's
 /// `--behavior` flag accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Behavior {
@@ -28,6 +28,9 @@ pub enum Behavior {
     ResetAfter(usize),
     /// A `200` whose JSON body is an error object.
     ErrorIn200,
+    /// Stream this many content chunks, then end the body cleanly without the stream's last
+    /// events (no finish reason, `[DONE]` or `message_stop`): a provider that gave up early.
+    EndAfter(usize),
 }
 
 /// The reason a word is not a behaviour.
@@ -39,7 +42,7 @@ impl fmt::Display for UnknownBehavior {
         write!(
             f,
             "unknown mock behavior {:?}: expected normal, hang, status-NNN, stall-after-N, \
-             malformed, reset-after-N or error-in-200",
+             malformed, reset-after-N, end-after-N or error-in-200",
             self.0
         )
     }
@@ -73,6 +76,9 @@ impl FromStr for Behavior {
                 if let Some(n) = other.strip_prefix("reset-after-") {
                     return n.parse().map(Self::ResetAfter).map_err(|_| unknown());
                 }
+                if let Some(n) = other.strip_prefix("end-after-") {
+                    return n.parse().map(Self::EndAfter).map_err(|_| unknown());
+                }
                 Err(unknown())
             }
         }
@@ -89,6 +95,7 @@ impl fmt::Display for Behavior {
             Self::Malformed => f.write_str("malformed"),
             Self::ResetAfter(n) => write!(f, "reset-after-{n}"),
             Self::ErrorIn200 => f.write_str("error-in-200"),
+            Self::EndAfter(n) => write!(f, "end-after-{n}"),
         }
     }
 }
@@ -111,6 +118,7 @@ impl Behavior {
             Self::Malformed => (4, 0),
             Self::ResetAfter(n) => (5, n as u64),
             Self::ErrorIn200 => (6, 0),
+            Self::EndAfter(n) => (7, n as u64),
         };
         (tag << 32) | (n & 0xFFFF_FFFF)
     }
@@ -124,6 +132,7 @@ impl Behavior {
             4 => Self::Malformed,
             5 => Self::ResetAfter(n as usize),
             6 => Self::ErrorIn200,
+            7 => Self::EndAfter(n as usize),
             _ => Self::Normal,
         }
     }
@@ -154,6 +163,7 @@ fn clamp(behavior: Behavior) -> Behavior {
     match behavior {
         Behavior::StallAfter(n) => Behavior::StallAfter(n.min(MAX)),
         Behavior::ResetAfter(n) => Behavior::ResetAfter(n.min(MAX)),
+        Behavior::EndAfter(n) => Behavior::EndAfter(n.min(MAX)),
         other => other,
     }
 }
@@ -173,6 +183,7 @@ mod tests {
             Behavior::Malformed,
             Behavior::ResetAfter(0),
             Behavior::ErrorIn200,
+            Behavior::EndAfter(3),
         ] {
             assert_eq!(b.to_string().parse::<Behavior>().unwrap(), b);
             let cell = BehaviorCell::new(Behavior::Normal);

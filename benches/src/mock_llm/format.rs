@@ -89,9 +89,7 @@ impl Format {
             out.extend_from_slice(b": pretty\n");
         }
         for line in compact.split_inclusive(|b| *b == b'\n') {
-            let json = line
-                .strip_prefix(b"data: ")
-                .filter(|d| d.starts_with(b"{"));
+            let json = line.strip_prefix(b"data: ").filter(|d| d.starts_with(b"{"));
             let Some(json) = json else {
                 out.extend_from_slice(line);
                 continue;
@@ -301,7 +299,10 @@ mod tests {
         );
         assert_eq!(Format::Compact.event(event.clone()), event);
         let done = Bytes::from_static(b"data: [DONE]\n\n");
-        assert_eq!(Format::Pretty.event(done.clone()), ": pretty\ndata: [DONE]\n\n");
+        assert_eq!(
+            Format::Pretty.event(done.clone()),
+            ": pretty\ndata: [DONE]\n\n"
+        );
     }
 
     #[test]

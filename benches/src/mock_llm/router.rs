@@ -14,8 +14,8 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use super::answer::Answer;
 use super::answer::StreamScript;
 use super::behavior::Behavior;
-use super::format::Format;
 use super::body::{pace, Ending, MockBody, ScriptBody};
+use super::format::Format;
 use super::record::RecordedRequest;
 use super::request::{Plan, RequestSummary};
 use super::state::Shared;
@@ -152,6 +152,7 @@ async fn answer(
         Behavior::Normal => (Ending::Finish, None),
         Behavior::StallAfter(n) => (Ending::Stall, Some(n)),
         Behavior::ResetAfter(n) => (Ending::Reset, Some(n)),
+        Behavior::EndAfter(n) => (Ending::Finish, Some(n)),
     };
 
     let summary = match summary {
@@ -194,7 +195,8 @@ async fn answer(
     if cut.is_none() {
         return Ok(json(StatusCode::OK, whole));
     }
-    // A non-streaming stall or reset sends the first half of the body, chunked, then stops.
+    // A non-streaming stall, reset or early end sends the first half of the body, chunked,
+    // then stops the way it says.
     let half = whole.slice(..whole.len() / 2);
     let events = VecDeque::from([(Duration::ZERO, half)]);
     let body = ScriptBody::new(shared, events, ending, false);

@@ -78,7 +78,9 @@ fn assert_laid_out(format: Format, text: &str, stream: bool) {
         }
         Format::Crlf => {
             assert!(text.contains("\r\n"), "{text}");
-            let bare = text.match_indices('\n').any(|(i, _)| i == 0 || &text[i - 1..i] != "\r");
+            let bare = text
+                .match_indices('\n')
+                .any(|(i, _)| i == 0 || &text[i - 1..i] != "\r");
             assert!(!bare, "a bare LF: {text:?}");
             if stream {
                 assert!(text.contains(": ping\r\n"), "{text}");
@@ -105,10 +107,14 @@ async fn every_format_carries_the_compact_answer() {
                 let text = raw(&mock, route, &body, &[("x-mock-format", &word)]).await;
                 assert_laid_out(format, &text, stream);
                 if stream {
-                    let want: Vec<(String, Value)> =
-                        sse(&compact).into_iter().map(|(n, v)| (n, stable(v))).collect();
-                    let got: Vec<(String, Value)> =
-                        sse(&text).into_iter().map(|(n, v)| (n, stable(v))).collect();
+                    let want: Vec<(String, Value)> = sse(&compact)
+                        .into_iter()
+                        .map(|(n, v)| (n, stable(v)))
+                        .collect();
+                    let got: Vec<(String, Value)> = sse(&text)
+                        .into_iter()
+                        .map(|(n, v)| (n, stable(v)))
+                        .collect();
                     assert_eq!(got, want, "{route} {format}");
                     assert!(got.len() > 5);
                 } else {
@@ -159,39 +165,51 @@ async fn formats_lay_over_cut_and_malformed_streams() {
     .await;
     for route in ROUTES {
         for format in FORMATS {
-            // By model name: format then behaviour.
-            let mut body = body(route, true);
-            body["model"] = json!(format!("mock-{format}-reset-after-2"));
-            let mut resp = post(&mock, route, &body, &[]).await;
-            assert_eq!(resp.status(), 200);
-            let mut text = Vec::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                text.extend_from_slice(&chunk);
+            for cut in ["reset-after-2", "end-after-2"] {
+                assert_cut(&mock, route, format, cut).await;
             }
-            let text = String::from_utf8(text).unwrap();
-            let events = sse(&text);
-            let content = events
-                .iter()
-                .filter(|(n, v)| {
-                    n == "content_block_delta" || v["choices"][0]["delta"]["content"].is_string()
-                })
-                .count();
-            assert_eq!(content, 2, "{route} {format}: {text}");
-            assert!(
-                !events.iter().any(|(n, v)| n == "message_stop" || v == "[DONE]"),
-                "{route} {format}: cut before the end"
-            );
-            if format == Format::Crlf {
-                assert_laid_out(format, &text, true);
-            }
-
+            let body = body(route, true);
             let word = format.to_string();
-            let headers = [("x-mock-format", word.as_str()), ("x-mock-behavior", "malformed")];
+            let headers = [
+                ("x-mock-format", word.as_str()),
+                ("x-mock-behavior", "malformed"),
+            ];
             let text = raw(&mock, route, &body, &headers).await;
             assert!(text.contains("not an event stream"), "{text}");
             if format == Format::Crlf {
                 assert!(text.contains("not an event stream\r\n"), "{text:?}");
             }
         }
+    }
+}
+
+/// A stream cut by `behavior`, asked for by model name (format, then behaviour): the head and
+/// two content events in `format`, never the end.
+async fn assert_cut(mock: &MockHandle, route: &str, format: Format, behavior: &str) {
+    let mut body = body(route, true);
+    body["model"] = json!(format!("mock-{format}-{behavior}"));
+    let mut resp = post(mock, route, &body, &[]).await;
+    assert_eq!(resp.status(), 200);
+    let mut text = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(text).unwrap();
+    let events = sse(&text);
+    let content = events
+        .iter()
+        .filter(|(n, v)| {
+            n == "content_block_delta" || v["choices"][0]["delta"]["content"].is_string()
+        })
+        .count();
+    assert_eq!(content, 2, "{route} {format} {behavior}: {text}");
+    assert!(
+        !events
+            .iter()
+            .any(|(n, v)| n == "message_stop" || v == "[DONE]"),
+        "{route} {format} {behavior}: cut before the end"
+    );
+    if format == Format::Crlf {
+        assert_laid_out(format, &text, true);
     }
 }

@@ -266,7 +266,10 @@ fn every_layout_translates_the_same() {
                 "{format} {mode:?}"
             );
             assert!(!t.saw_error(), "{format} {mode:?}");
-            assert_eq!((t.usage().prompt_tokens, t.usage().completion_tokens), (12, 9));
+            assert_eq!(
+                (t.usage().prompt_tokens, t.usage().completion_tokens),
+                (12, 9)
+            );
         }
     }
 }
