@@ -56,7 +56,7 @@
 pub mod anthropic;
 mod exchange;
 pub mod reverse;
-mod sse;
+pub(crate) mod sse;
 pub mod thinking;
 
 use serde_json::{json, Value};
@@ -175,6 +175,16 @@ pub(crate) mod testkit {
                 parts
             }
         }
+    }
+
+    /// `stream` (events ending in a blank line) with every event laid out in `format`, as the
+    /// mock provider sends it: spaced, pretty-printed over several `data:` lines, or CRLF.
+    pub fn laid_out(stream: &str, format: wrapx_benches::mock_llm::Format) -> Vec<u8> {
+        stream
+            .replace("\r\n", "\n")
+            .split_inclusive("\n\n")
+            .flat_map(|e| format.event(bytes::Bytes::from(e.to_owned())).to_vec())
+            .collect()
     }
 
     /// The JSON of every `data:` line of an SSE output, `[DONE]` as a string.

@@ -227,7 +227,9 @@ impl Gateway {
         // The meter reads what the client gets, so it reads the client's dialect.
         let meter = match client {
             ProviderDialect::OpenAiChat => {
-                UsageMeter::new(rewritten.stream, self.event_data_max_bytes)
+                UsageMeter::new(rewritten.stream, self.event_data_max_bytes).hiding_usage_chunk(
+                    provider == ProviderDialect::OpenAiChat && !rewritten.client_include_usage,
+                )
             }
             ProviderDialect::AnthropicMessages => {
                 UsageMeter::anthropic(rewritten.stream, self.event_data_max_bytes)

@@ -257,9 +257,8 @@ impl ProxyHttp for Gateway {
                 *failure = Some(FailureClass::Upstream);
             }
         }
-        if let Some(chunk) = body.as_ref() {
-            p.answer.meter.feed(chunk);
-        }
+        // Reads the usage, and drops the usage chunk the client did not ask for.
+        p.answer.meter.pass(body, end_of_stream);
         if end_of_stream && p.answer.translator.is_none() {
             end_cut_stream(body, *client, p, attempt.timed_out(), failure, request_id);
         }

@@ -109,7 +109,7 @@ impl ChatToAnthropicStream {
     }
 
     fn event(&mut self, ev: SseEvent, out: &mut BytesMut) {
-        if ev.data == b"[DONE]" {
+        if ev.data.trim_ascii() == b"[DONE]" {
             self.complete(out);
             return;
         }
