@@ -2,10 +2,11 @@
 //!
 //! Admissions are grouped in sub-windows of 1/[`SUB_WINDOWS`] of the window, aligned on the
 //! Redis server's clock; the hash `CacheNames::rate_limit(subject)` holds, per sub-window, the
-//! slots admitted in it and the time of its last admission. A sub-window counts, whole, until
-//! that last admission is a `window` old; a check sums the sub-windows still counting, admits
-//! the request only if the sum is below `limit`, and drops the others. The key expires when
-//! its newest admission leaves the window.
+//! slots admitted in it and the time of its last admission, and the total of them all. A
+//! sub-window counts, whole, until that last admission is a `window` old; a check drops the
+//! sub-windows that have left (from the oldest, usually none or one), admits the request only
+//! if the total is below `limit`, and reads a handful of fields whatever the traffic. The key
+//! expires when its newest admission leaves the window.
 //!
 //! Bounds, for every instance together (the script is atomic and reads only Redis's clock):
 //! - at most `limit` admitted in any span of `window`: no request counts for less than
@@ -18,8 +19,9 @@
 //!
 //! The previous version, a sorted set of every admitted request, was exact to the microsecond
 //! but held up to 120,000 members for a key at 2,000 requests/s over 60 s, and cost about
-//! 200 µs of Redis per check; this holds at most [`SUB_WINDOWS`] + 1 short fields per key
-//! whatever its traffic (`wrapx-limit-cost` in benches/ measures both).
+//! 200 µs of Redis per check for a block of slots (see `lease`); this holds at most two short
+//! fields per sub-window and four more per key, whatever its traffic (`wrapx-limit-cost` in
+//! benches/ measures both).
 
 use std::time::Duration;
 

@@ -131,15 +131,25 @@ fn measure(
         }
         Variant::Counters => {
             // What the script leaves after that traffic: each sub-window that has an admission
-            // in the window holds `rate × width` slots and the time of its last one.
+            // in the window holds `rate × width` slots and the time of its last one; then the
+            // total, the oldest index, the newest admission and the width.
             let per = cli.rate * width / 1_000_000;
             let current = now / width;
+            let oldest = current - window_us.div_ceil(width);
             let mut hset = redis::cmd("HSET");
             hset.arg(key);
-            for index in current - window_us.div_ceil(width)..=current {
+            for index in oldest..=current {
                 let last = ((index + 1) * width - 1).min(now);
-                hset.arg(index).arg(format!("{per}:{last}"));
+                hset.arg(index).arg(per);
+                hset.arg(format!("{index}:t")).arg(last);
             }
+            hset.arg("n").arg(per * (current - oldest + 1));
+            hset.arg("o")
+                .arg(oldest)
+                .arg("t")
+                .arg(now)
+                .arg("w")
+                .arg(width);
             hset.query::<()>(conn)?;
         }
     }
