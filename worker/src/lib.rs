@@ -86,6 +86,7 @@ impl Worker {
 /// and acknowledged, in-flight webhook deliveries finish, and the function returns.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let handle = telemetry::prometheus(&metrics::BUCKETS)?;
+    metrics::describe();
     let listener = tokio::net::TcpListener::bind(settings.worker.metrics_listen)
         .await
         .with_context(|| {

@@ -538,3 +538,33 @@ async fn metrics_count_known_traffic_exactly() {
     }
     worker.stop().await;
 }
+
+/// Every worker metric of the contract is on the page from the start, before any message, each
+/// outcome of the webhook deliveries at zero: a `rate()` or an alert on a series that appears
+/// at its first event misses that event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_contract_metric_exists_from_the_start() {
+    let mut env = env().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.settings.worker.metrics_listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let worker = env.start();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let page = eventually("the metrics page", WAIT, || async {
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    })
+    .await;
+    for series in [
+        r#"wrapx_worker_events_total{queue="wrapx.logs",outcome="done"}"#,
+        r#"wrapx_worker_events_total{queue="wrapx.deliveries",outcome="dead_letter"}"#,
+        "wrapx_worker_batch_seconds_count",
+        r#"wrapx_worker_webhook_deliveries_total{outcome="delivered"}"#,
+        r#"wrapx_worker_webhook_deliveries_total{outcome="failed"}"#,
+    ] {
+        assert_eq!(sample(&page, series), Some(0.0), "{series} in:\n{page}");
+    }
+    worker.stop().await;
+}

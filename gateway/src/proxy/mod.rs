@@ -28,6 +28,7 @@ use crate::{
     metrics,
     providers::ProviderDialect,
     respond,
+    routes::Route,
     upstream::{self, FailureClass, Timeouts},
     watchdog::Watchdog,
 };
@@ -372,15 +373,18 @@ impl ProxyHttp for Gateway {
         let provider = ctx
             .identity()
             .map_or("none", |i| i.api.record.provider.as_str());
-        metrics::request(
-            status,
-            provider,
-            ctx.stream(),
-            ctx.started().elapsed(),
-            ctx.ttfb(),
-            ctx.overhead(),
-            &usage,
-        );
+        // Probes come every few seconds and are not traffic: counted, they inflate the rate.
+        if !matches!(ctx.route(), Some(Route::Healthz | Route::Readyz)) {
+            metrics::request(
+                status,
+                provider,
+                ctx.stream(),
+                ctx.started().elapsed(),
+                ctx.ttfb(),
+                ctx.overhead(),
+                &usage,
+            );
+        }
         if self.access_log {
             tracing::info!(request_id = %ctx.request_id(), status, outcome = outcome.as_str(), latency_ms = ctx.started().elapsed().as_millis() as u64, "request");
         }
