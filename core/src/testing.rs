@@ -11,7 +11,7 @@
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::config::{Secret, Settings};
+use crate::{config::Settings, secret::Secret};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())

@@ -25,7 +25,7 @@ fn pool(url: &str) -> deadpool_redis::Pool {
     )
     .redis;
     if !url.is_empty() {
-        settings.url = wrapx_core::config::Secret::new(url);
+        settings.url = wrapx_core::secret::Secret::new(url);
     }
     settings.timeout_ms = TIMEOUT.as_millis() as u64;
     wrapx_core::redis_pool::pool(&settings).unwrap()

@@ -334,7 +334,7 @@ async fn quota_crossings_notify_once_publish_events_and_counters_follow() {
     )
     .await;
     // The current period on a plan with a quota of 10, as the admin API would leave it.
-    let (start, end) = wrapx_worker::billing::period_of(chrono::Utc::now());
+    let (start, end) = wrapx_worker::billing::period_of(chrono::Utc::now()).unwrap();
     sqlx::query("INSERT INTO billing (id, user_id, plan_type, status, period_start, expires_at, monthly_quota_requests) VALUES ($1, $2, 'starter', 'active', $3, $4, 10)")
         .bind(uuid::Uuid::now_v7()).bind(account.user_id).bind(start).bind(end).execute(&env.pool).await.unwrap();
     sqlx::query(r#"INSERT INTO rate_limits (id, user_id, wrapped_api_id, "limit", window_seconds) VALUES ($1, $2, $3, 100, 86400)"#)
