@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod invalidate;
+pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod routes;

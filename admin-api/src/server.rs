@@ -61,6 +61,7 @@ impl Application {
             .context("applying the migrations")?;
         let redis = wrapx_core::redis_pool::pool(&settings.redis).context("redis pool")?;
         let metrics = wrapx_core::telemetry::prometheus(&[]).context("metrics recorder")?;
+        crate::metrics::describe();
         let tasks = TaskTracker::new();
         let tasks_stop = CancellationToken::new();
         let events = EventPublisher::start(settings.amqp.clone(), &tasks, tasks_stop.clone());

@@ -60,9 +60,10 @@ impl CacheNames {
         format!("{}v1:api-keys:{wrapped_api_id}", self.prefix)
     }
 
-    /// The rate limiter state of one key.
+    /// The rate limiter state of one key: a hash of counters per sub-window (`v2`: the sorted
+    /// sets of earlier versions, under `rl:`, expire by themselves within their window).
     pub fn rate_limit(&self, key_id: Uuid) -> String {
-        format!("{}rl:{key_id}", self.prefix)
+        format!("{}v2:rl:{key_id}", self.prefix)
     }
 }
 

@@ -2,8 +2,11 @@
 //! layer, so they start from any directory), then an optional file (`--config FILE`), then
 //! `WRAPX_SECTION__KEY` environment variables, which win. Unknown keys are refused, and
 //! [`Settings::validate`] checks what types alone cannot, naming the setting at fault.
+//!
+//! A leaf: it takes [`Secret`] and the `[security]` section from `secret`, and no other core
+//! module but `error` (`crypto` and `keys` read their settings there, not the other way round).
 
-use std::{fmt, net::SocketAddr, path::Path};
+use std::{net::SocketAddr, path::Path};
 
 use figment::{
     providers::{Format, Toml},
@@ -11,34 +14,16 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::{crypto::MasterKeys, Error, Result};
+use crate::{
+    secret::{Secret, SecuritySettings},
+    Error, Result,
+};
 
 /// The defaults shipped in `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// The environment prefix of every setting.
 pub const ENV_PREFIX: &str = "WRAPX_";
-
-/// A string that never prints: provider keys, master keys, peppers and URLs with passwords.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself; call it only where the value is used, never to log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,20 +121,6 @@ pub struct WorkerSettings {
     pub batch_max_wait_ms: u64,
     pub webhook_timeout_ms: u64,
     pub pricing_file: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecuritySettings {
-    /// `key_id:base64(32 bytes)`: the key that encrypts provider keys.
-    pub master_key: Secret,
-    /// Older master keys, still accepted for decryption while rows are re-wrapped.
-    pub previous_master_keys: Vec<Secret>,
-    /// Base64 of at least 32 bytes: the pepper of the keyed hash of API keys and tokens.
-    pub hash_pepper: Secret,
-    /// Allow upstreams and webhook URLs on loopback. The tests and the demo need it; turn it
-    /// off in production.
-    pub allow_loopback: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -271,8 +242,7 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| Error::Config(format!("log.level: {e}")))?;
-        MasterKeys::from_settings(&self.security)?;
-        crate::keys::KeyHasher::from_settings(&self.security)?;
+        self.security.validate()?;
         Ok(())
     }
 

@@ -8,10 +8,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use base64::{
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-    Engine,
-};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chacha20poly1305::{
     aead::{Aead, AeadCore, KeyInit, Payload},
     XChaCha20Poly1305, XNonce,
@@ -19,25 +16,14 @@ use chacha20poly1305::{
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+pub use crate::error::CryptoError;
 use crate::{
-    config::{Secret, SecuritySettings},
-    Error, Result,
+    secret::{MasterKey, SecuritySettings},
+    Result,
 };
 
 const FORMAT: &str = "wxenc1";
 const NONCE_LEN: usize = 24;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CryptoError {
-    #[error("the ciphertext is not in the wxenc1 format")]
-    Malformed,
-    #[error("no master key with id {0:?} is configured")]
-    UnknownKeyId(String),
-    #[error("decryption failed: wrong key, tampered data or another row's ciphertext")]
-    Decrypt,
-    #[error("encryption failed")]
-    Encrypt,
-}
 
 /// The configured master keys: the current one encrypts, all of them decrypt.
 #[derive(Clone)]
@@ -58,19 +44,14 @@ impl fmt::Debug for MasterKeys {
 }
 
 impl MasterKeys {
+    /// The keys of `[security]`; an invalid one is an error that names its setting.
     pub fn from_settings(security: &SecuritySettings) -> Result<Self> {
-        let (current_id, current) = parse_master_key("security.master_key", &security.master_key)?;
-        let mut keys = HashMap::new();
-        keys.insert(current_id.clone(), current);
-        for (i, old) in security.previous_master_keys.iter().enumerate() {
-            let (id, key) = parse_master_key(&format!("security.previous_master_keys[{i}]"), old)?;
-            if keys.contains_key(&id) {
-                return Err(Error::Config(format!(
-                    "security.previous_master_keys[{i}]: key id {id:?} is used twice"
-                )));
-            }
-            keys.insert(id, key);
-        }
+        let (current, previous) = security.master_keys()?;
+        let current_id = current.id.clone();
+        let keys = std::iter::once(current)
+            .chain(previous)
+            .map(|MasterKey { id, bytes }| (id, XChaCha20Poly1305::new((&*bytes).into())))
+            .collect();
         Ok(Self { current_id, keys })
     }
 
@@ -167,40 +148,13 @@ fn split(stored: &str) -> Result<(&str, Vec<u8>), CryptoError> {
     Ok((key_id, blob))
 }
 
-fn parse_master_key(setting: &str, value: &Secret) -> Result<(String, XChaCha20Poly1305)> {
-    let Some((id, encoded)) = value.expose().split_once(':') else {
-        return Err(Error::Config(format!(
-            "{setting}: expected \"<key id>:<base64 of 32 bytes>\""
-        )));
-    };
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(Error::Config(format!(
-            "{setting}: the key id must be non-empty letters, digits, '-' or '_'"
-        )));
-    }
-    let bytes = Zeroizing::new(
-        STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| Error::Config(format!("{setting}: the key is not base64")))?,
-    );
-    if bytes.len() != 32 {
-        return Err(Error::Config(format!(
-            "{setting}: the key must decode to 32 bytes"
-        )));
-    }
-    let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
-        .map_err(|_| Error::Config(format!("{setting}: the key must decode to 32 bytes")))?;
-    Ok((id.to_owned(), cipher))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use base64::engine::general_purpose::STANDARD;
+
     use super::*;
+    use crate::secret::Secret;
 
     fn settings(current: &str, previous: &[&str]) -> SecuritySettings {
         SecuritySettings {

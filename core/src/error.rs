@@ -1,4 +1,6 @@
-//! The core's one error type. Binaries map it to their own responses at their boundary.
+//! The core's one error type, and the two small ones it wraps (of `keys` and `crypto`, which
+//! re-export them). Binaries map it to their own responses at their boundary. Defined here,
+//! this module depends on no other, so every module can return it without a cycle.
 
 /// Everything that can fail inside the core.
 #[derive(Debug, thiserror::Error)]
@@ -8,10 +10,10 @@ pub enum Error {
     Config(String),
     /// A Wrap-X API key or token is not of the expected format.
     #[error(transparent)]
-    KeyFormat(#[from] crate::keys::KeyFormatError),
+    KeyFormat(#[from] KeyFormatError),
     /// Encryption or decryption failed.
     #[error(transparent)]
-    Crypto(#[from] crate::crypto::CryptoError),
+    Crypto(#[from] CryptoError),
     /// A password could not be hashed.
     #[error("password hashing failed: {0}")]
     Password(String),
@@ -30,3 +32,29 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a presented Wrap-X key was refused before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFormatError {
+    #[error("the key does not start with the Wrap-X prefix")]
+    Prefix,
+    #[error("the key has the wrong length")]
+    Length,
+    #[error("the key holds characters that are not base64url")]
+    Encoding,
+    #[error("the key's checksum does not match")]
+    Checksum,
+}
+
+/// Why encrypting or decrypting a stored secret failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("the ciphertext is not in the wxenc1 format")]
+    Malformed,
+    #[error("no master key with id {0:?} is configured")]
+    UnknownKeyId(String),
+    #[error("decryption failed: wrong key, tampered data or another row's ciphertext")]
+    Decrypt,
+    #[error("encryption failed")]
+    Encrypt,
+}

@@ -11,7 +11,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::{config::SecuritySettings, Error, Result};
+pub use crate::error::KeyFormatError;
+use crate::{secret::SecuritySettings, Result};
 
 /// The fixed prefix of every Wrap-X API key.
 pub const KEY_PREFIX: &str = "wxk_";
@@ -19,19 +20,6 @@ const SECRET_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 4;
 /// Length of a whole key: the prefix and base64url of 36 bytes (no padding needed).
 pub const KEY_LEN: usize = KEY_PREFIX.len() + (SECRET_LEN + CHECKSUM_LEN) / 3 * 4;
-
-/// Why a presented key was refused before any lookup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum KeyFormatError {
-    #[error("the key does not start with the Wrap-X prefix")]
-    Prefix,
-    #[error("the key has the wrong length")]
-    Length,
-    #[error("the key holds characters that are not base64url")]
-    Encoding,
-    #[error("the key's checksum does not match")]
-    Checksum,
-}
 
 /// A well-formed Wrap-X API key. It never prints: `Debug` shows only its hint.
 #[derive(Clone)]
@@ -142,16 +130,9 @@ impl KeyHasher {
         }
     }
 
+    /// The hasher of `[security]`'s pepper; an invalid pepper is an error that names it.
     pub fn from_settings(security: &SecuritySettings) -> Result<Self> {
-        let pepper = base64::engine::general_purpose::STANDARD
-            .decode(security.hash_pepper.expose().trim())
-            .map_err(|_| Error::Config("security.hash_pepper: not base64".into()))?;
-        if pepper.len() < 32 {
-            return Err(Error::Config(
-                "security.hash_pepper: must decode to at least 32 bytes".into(),
-            ));
-        }
-        Ok(Self::new(&pepper))
+        Ok(Self::new(&security.pepper()?))
     }
 
     pub fn hash_key(&self, key: &ApiKey) -> SecretHash {

@@ -254,16 +254,19 @@ impl Authenticator {
             GatewayError::new(ErrorKind::Unavailable)
         })?;
         match &record {
-            Some(r) => {
-                let json = serde_json::to_vec(r).unwrap_or_default();
-                self.redis_fill(
-                    &redis_key,
-                    &json,
-                    REDIS_RECORD_TTL_SECS * 1000,
-                    Some((self.names.wrapped_api_keys(r.wrapped_api_id), hex)),
-                )
-                .await;
-            }
+            Some(r) => match serde_json::to_vec(r) {
+                Ok(json) => {
+                    self.redis_fill(
+                        &redis_key,
+                        &json,
+                        REDIS_RECORD_TTL_SECS * 1000,
+                        Some((self.names.wrapped_api_keys(r.wrapped_api_id), hex)),
+                    )
+                    .await;
+                }
+                // An empty value in Redis would read back as a broken record: fill nothing.
+                Err(e) => wrapx_core::never!("a key record does not serialise: {e}"),
+            },
             None => {
                 let ttl_ms = u64::try_from(self.cache.negative_ttl.as_millis()).unwrap_or(u64::MAX);
                 self.redis_fill(&redis_key, b"null", ttl_ms, None).await;
@@ -291,9 +294,15 @@ impl Authenticator {
                     GatewayError::new(ErrorKind::Unavailable)
                 })?;
                 if let Some(r) = &record {
-                    let json = serde_json::to_vec(r).unwrap_or_default();
-                    self.redis_fill(&redis_key, &json, REDIS_RECORD_TTL_SECS * 1000, None)
-                        .await;
+                    match serde_json::to_vec(r) {
+                        Ok(json) => {
+                            self.redis_fill(&redis_key, &json, REDIS_RECORD_TTL_SECS * 1000, None)
+                                .await;
+                        }
+                        Err(e) => {
+                            wrapx_core::never!("a wrapped API record does not serialise: {e}")
+                        }
+                    }
                 }
                 record
             }

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use wrapx_core::cache::Invalidation;
+use wrapx_core::{backoff::Backoff, cache::Invalidation};
 
 use crate::auth::RecordCache;
 
@@ -17,7 +17,7 @@ pub async fn run(
     cache: Arc<RecordCache>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = true;
     loop {
         let session = async {
@@ -38,7 +38,7 @@ pub async fn run(
                 // Whatever changed while we were not listening is read afresh.
                 cache.clear();
                 first = false;
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let mut messages = pubsub.on_message();
                 loop {
                     let message = tokio::select! {
@@ -62,9 +62,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod ctx;
+pub mod dialect;
 pub mod errors;
 pub mod events;
 pub mod head_deadline;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wrapx_core::{events::Usage, telemetry::Buckets};
+use wrapx_core::{events::Usage, telemetry::Buckets, types::ProviderKind};
 
 pub const REQUESTS_TOTAL: &str = "wrapx_gateway_requests_total";
 pub const REQUEST_DURATION: &str = "wrapx_gateway_request_duration_seconds";
@@ -45,6 +45,15 @@ pub enum RedisOp {
     /// A key or wrapped API record, after an in-process cache miss.
     Lookup,
     RateLimit,
+}
+
+impl RedisOp {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Lookup => "lookup",
+            Self::RateLimit => "rate_limit",
+        }
+    }
 }
 
 /// Buckets per quantity: whole requests run up to minutes (streams), the gateway's own time is
@@ -110,11 +119,7 @@ pub fn key_lookup(source: LookupSource) {
 /// One Redis round trip that answered (timeouts and errors are not timed: they end at the
 /// configured timeout and show as fallbacks and cold lookups instead).
 pub fn redis(op: RedisOp, took: Duration) {
-    let op = match op {
-        RedisOp::Lookup => "lookup",
-        RedisOp::RateLimit => "rate_limit",
-    };
-    metrics::histogram!(REDIS_DURATION, "op" => op).record(took.as_secs_f64());
+    metrics::histogram!(REDIS_DURATION, "op" => op.label()).record(took.as_secs_f64());
 }
 
 pub fn limit_fallback() {
@@ -133,7 +138,11 @@ pub fn spooled(events: u64) {
     metrics::gauge!(EVENTS_SPOOLED).set(events as f64);
 }
 
-/// Makes every metric exist from the start, so dashboards and alerts see zeros, not gaps.
+/// The status classes a request is known to end with, registered at zero from the start.
+const STATUS_CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+/// Makes every metric exist from the start, so dashboards and alerts see zeros, not gaps: a
+/// `rate()` over a series that appears at its first event misses that event.
 pub fn describe() {
     metrics::describe_counter!(
         REQUESTS_TOTAL,
@@ -188,4 +197,23 @@ pub fn describe() {
         metrics::counter!(KEY_LOOKUPS_TOTAL, "source" => source.label()).increment(0);
     }
     metrics::gauge!(EVENTS_SPOOLED).set(0.0);
+    // A request without a valid key has no provider: `none`.
+    let providers = ProviderKind::ALL.map(ProviderKind::as_str);
+    for provider in providers.into_iter().chain(["none"]) {
+        for status in STATUS_CLASSES {
+            for stream in ["false", "true"] {
+                metrics::counter!(REQUESTS_TOTAL, "status" => status, "provider" => provider, "stream" => stream).increment(0);
+            }
+        }
+    }
+    for kind in ["prompt", "completion"] {
+        metrics::counter!(TOKENS_TOTAL, "kind" => kind).increment(0);
+    }
+    // A histogram registered without a sample is exported with a count of 0.
+    for histogram in [REQUEST_DURATION, UPSTREAM_TTFB, OVERHEAD] {
+        let _ = metrics::histogram!(histogram);
+    }
+    for op in [RedisOp::Lookup, RedisOp::RateLimit] {
+        let _ = metrics::histogram!(REDIS_DURATION, "op" => op.label());
+    }
 }

@@ -108,11 +108,11 @@ impl LoadedApi {
             .await
             .map_err(LoadError::Upstream)?;
         let prefix_messages = prefix_messages(&record.prompt);
-        let models_body = serde_json::to_vec(&json!({
+        let models_body = json!({
             "object": "list",
             "data": [{"id": record.model, "object": "model", "created": 0, "owned_by": record.provider.as_str()}],
-        }))
-        .unwrap_or_default()
+        })
+        .to_string()
         .into();
         Ok(Arc::new(Self {
             record,
@@ -280,6 +280,55 @@ fn openai_tool(name: &str, kind: &str, config: Value) -> Option<Value> {
     function.remove("type");
     function.insert("name".into(), Value::String(name.to_owned()));
     Some(json!({"type": "function", "function": function}))
+}
+
+/// Records for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// An active OpenAI-kind API pinned to `pinned-model`, with no prompt, tools or limit.
+    pub fn api_record() -> ApiRecord {
+        ApiRecord {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            endpoint_id: "ep_x".into(),
+            active: true,
+            owner_active: true,
+            model: "pinned-model".into(),
+            system_message_policy: SystemMessagePolicy::Keep,
+            max_tokens_cap: Some(100),
+            provider_id: Uuid::nil(),
+            provider: ProviderKind::Openai,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key_ciphertext: String::new(),
+            prompt: CompiledPrompt::default(),
+            tools: Vec::new(),
+            thinking: None,
+            rate_limit: None,
+            config_version: None,
+        }
+    }
+
+    impl LoadedApi {
+        /// A loaded API for `record` without decryption or resolution (upstream on port 1).
+        pub fn for_tests(record: ApiRecord) -> Self {
+            Self {
+                record,
+                authorization: Zeroizing::new("Bearer test".to_owned()),
+                prefix_messages: Vec::new(),
+                upstream: crate::upstream::UpstreamTarget {
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                    tls: false,
+                    sni: "127.0.0.1".into(),
+                    host: "127.0.0.1:1".into(),
+                    chat_path: "/v1/chat/completions".into(),
+                    messages_path: "/v1/messages".into(),
+                },
+                models_body: bytes::Bytes::new(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

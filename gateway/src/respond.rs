@@ -62,23 +62,6 @@ pub async fn final_error(
         .await
 }
 
-/// An error as the last event of a stream already under way, in the client's dialect: OpenAI
-/// clients get `data: {"error": …}` (what OpenAI sends mid-stream), Anthropic clients an
-/// `error` event.
-pub fn stream_error_event(anthropic: bool, error: &GatewayError) -> Bytes {
-    if anthropic {
-        let event = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": error.message}});
-        Bytes::from(format!("event: error\ndata: {event}\n\n"))
-    } else {
-        let body = error.body();
-        let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
-    }
-}
-
 /// The `x-ratelimit-*` headers of a decision, and `retry-after` when it refused.
 pub fn limit_headers(d: &Decision) -> Vec<(&'static str, String)> {
     let secs = |d: std::time::Duration| d.as_millis().div_ceil(1000).max(1);

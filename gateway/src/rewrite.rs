@@ -139,7 +139,7 @@ fn with_thinking(
 
 /// A client's request the provider's API cannot take: a 400 in the contract's shape.
 fn refused(e: TranslateError) -> GatewayError {
-    GatewayError::invalid(e.to_string())
+    e.to_error()
 }
 
 fn as_object(v: Value) -> Result<Map<String, Value>, GatewayError> {
@@ -421,23 +421,9 @@ mod tests {
 
     fn api(policy: SystemMessagePolicy) -> ApiRecord {
         ApiRecord {
-            id: uuid::Uuid::nil(),
-            user_id: uuid::Uuid::nil(),
-            endpoint_id: "ep_x".into(),
-            active: true,
-            owner_active: true,
-            model: "pinned-model".into(),
             system_message_policy: policy,
-            max_tokens_cap: Some(100),
-            provider_id: uuid::Uuid::nil(),
-            provider: ProviderKind::Openai,
-            base_url: "http://127.0.0.1:1/v1".into(),
-            api_key_ciphertext: String::new(),
-            prompt: CompiledPrompt::default(),
             tools: vec![json!({"type": "function", "function": {"name": "ours"}})],
-            thinking: None,
-            rate_limit: None,
-            config_version: None,
+            ..crate::records::testing::api_record()
         }
     }
 
@@ -695,7 +681,6 @@ mod junk {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use proptest::prelude::*;
     use serde_json::{json, Value};
-    use wrapx_core::{prompt::CompiledPrompt, types::ProviderKind};
 
     use super::*;
 
@@ -717,23 +702,8 @@ mod junk {
 
     fn api() -> ApiRecord {
         ApiRecord {
-            id: uuid::Uuid::nil(),
-            user_id: uuid::Uuid::nil(),
-            endpoint_id: "ep_x".into(),
-            active: true,
-            owner_active: true,
-            model: "pinned-model".into(),
-            system_message_policy: SystemMessagePolicy::Keep,
-            max_tokens_cap: Some(100),
-            provider_id: uuid::Uuid::nil(),
-            provider: ProviderKind::Openai,
-            base_url: "http://127.0.0.1:1/v1".into(),
-            api_key_ciphertext: String::new(),
-            prompt: CompiledPrompt::default(),
             tools: vec![json!({"type": "function", "function": {"name": "ours"}})],
-            thinking: None,
-            rate_limit: None,
-            config_version: None,
+            ..crate::records::testing::api_record()
         }
     }
 

@@ -9,7 +9,7 @@
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
-use wrapx_core::config::{Secret, Settings};
+use wrapx_core::{config::Settings, secret::Secret};
 
 pub(crate) fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 use wrapx_core::{
-    config::SecuritySettings,
+    secret::SecuritySettings,
     crypto::{provider_key_aad, webhook_secret_aad, MasterKeys},
     keys::{ApiKey, KeyHasher},
     types::EndpointId,

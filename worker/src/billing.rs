@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wrapx_core::{
@@ -34,22 +34,17 @@ pub struct Inserted {
     pub at: DateTime<Utc>,
 }
 
-/// The first instant of the month of `at`, and of the next month.
-pub fn period_of(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = month_start(at.year(), at.month());
-    let (y, m) = if at.month() == 12 {
-        (at.year() + 1, 1)
-    } else {
-        (at.year(), at.month() + 1)
-    };
-    (start, month_start(y, m))
-}
-
-fn month_start(year: i32, month: u32) -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(year, month, 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+/// The first instant of the month of `at`, and of the next month; `None` only in the
+/// calendar's last month (December of year 262143), which has no next one. The log writer
+/// refuses such events as poison, so billing never sees one.
+pub fn period_of(at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let start = at
+        .date_naive()
+        .with_day(1)?
+        .and_time(NaiveTime::MIN)
+        .and_utc();
+    let end = start.checked_add_months(Months::new(1))?;
+    Some((start, end))
 }
 
 /// A threshold of the monthly quota.
@@ -144,6 +139,8 @@ struct BillingRow {
 
 #[derive(Default)]
 struct Totals {
+    /// The end of the period, when the billing row expires.
+    expires_at: DateTime<Utc>,
     amount: Decimal,
     requests: i64,
     tokens: i64,
@@ -160,8 +157,13 @@ pub async fn apply(
     let mut per_account: BTreeMap<(Uuid, DateTime<Utc>), Totals> = BTreeMap::new();
     let mut per_api: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
     for row in rows {
-        let (start, _) = period_of(row.at);
+        let Some((start, end)) = period_of(row.at) else {
+            // Without a period there is no billing row to add to: the log row stays, unbilled.
+            wrapx_core::never!("request at {} has no billing period", row.at);
+            continue;
+        };
         let totals = per_account.entry((row.user_id, start)).or_default();
+        totals.expires_at = end;
         totals.amount += row.cost;
         totals.tokens += row.tokens;
         if row.billable {
@@ -183,7 +185,7 @@ pub async fn apply(
         ids.push(Uuid::now_v7());
         users.push(*user);
         starts.push(*start);
-        expiries.push(period_of(*start).1);
+        expiries.push(totals.expires_at);
         amounts.push(totals.amount);
         requests.push(totals.requests);
         tokens.push(totals.tokens);
@@ -214,17 +216,16 @@ pub async fn apply(
         monthly_quota_requests: row_quota,
     } in updated
     {
-        let added = per_account
+        // The upsert returns only rows of the batch's (account, period) pairs.
+        let Some(added) = per_account
             .get(&(user_id, period_start))
             .map(|t| t.requests)
-            .unwrap_or(0);
+        else {
+            wrapx_core::never!("billing returned a period the batch did not write");
+            continue; // no crossing raised rather than one computed from a wrong count
+        };
         // The row's own quota wins (an operator may have set one); else the plan's.
-        let quota = row_quota.or_else(|| {
-            plan.parse::<PlanType>()
-                .ok()
-                .and_then(|p| pricing.plan(p))
-                .and_then(|p| p.monthly_quota_requests)
-        });
+        let quota = row_quota.or_else(|| plan_quota(pricing, &plan));
         let Some(quota) = quota else { continue };
         for level in crossed(after - added, after, quota) {
             crossings.push(Crossing {
@@ -316,7 +317,14 @@ pub async fn raise_quota_alerts(
                 wrapped_api_id: api,
                 data: data.clone(),
             });
-            let Ok(body) = event.to_json() else { continue };
+            let body = match event.to_json() {
+                Ok(body) => body,
+                Err(e) => {
+                    // Serialising a type of our own to JSON does not fail.
+                    wrapx_core::never!("a quota event does not serialise: {e}");
+                    continue; // the notification stands; only its webhook event is lost
+                }
+            };
             outgoing.push(Outgoing {
                 exchange: EVENTS_EXCHANGE,
                 routing_key: event.routing_key().to_owned(),
@@ -326,6 +334,17 @@ pub async fn raise_quota_alerts(
         }
     }
     Ok(outgoing)
+}
+
+/// The monthly quota of a plan named in a billing row, `None` when the plan has none.
+fn plan_quota(pricing: &Pricing, plan: &str) -> Option<i64> {
+    // The table's CHECK admits only the product's plans, and the pricing table is refused at
+    // start unless it prices every one of them.
+    let Some(found) = plan.parse::<PlanType>().ok().and_then(|p| pricing.plan(p)) else {
+        wrapx_core::never!("billing plan {plan:?} is not in the pricing table");
+        return None; // no quota known: no alert, rather than one against a made-up quota
+    };
+    found.monthly_quota_requests
 }
 
 /// A UUID determined by its parts: the same cause always gets the same id, so a retried
@@ -351,12 +370,16 @@ mod tests {
     #[test]
     fn periods_are_utc_months() {
         let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
-        let (start, end) = period_of(at);
+        let (start, end) = period_of(at).unwrap();
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
         assert_eq!(end, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
-        let (start, end) = period_of(Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap());
+        let (start, end) = period_of(Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()).unwrap();
         assert_eq!(start, Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap());
         assert_eq!(end, Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+        // The calendar's last month has no next one, and the first month still has a period.
+        assert_eq!(period_of(DateTime::<Utc>::MAX_UTC), None);
+        let (start, _) = period_of(DateTime::<Utc>::MIN_UTC).unwrap();
+        assert_eq!(start.month(), DateTime::<Utc>::MIN_UTC.month());
     }
 
     #[test]

@@ -1,115 +1,27 @@
-//! The broker connection and its reconnect loop. Each session connects, declares the whole
-//! topology again (a restarted broker may have lost nothing, or everything), and runs the three
-//! consumers, each on its own channel with the configured prefetch. When any of them fails or
-//! the connection drops, the others are stopped, the session ends, and a new one starts after
-//! a backoff: unacknowledged messages go back to their queues and are redelivered, and every
-//! handler is idempotent, so a reconnect loses and duplicates nothing.
+//! One consumer on one queue, the primitives every handler uses: open a channel with the
+//! configured prefetch, collect a batch of deliveries, [`settle`] what a handler decided (the
+//! one place an [`Outcome`] becomes an ack or a nack, and is counted), and close.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
     types::FieldTable,
     Channel, Connection, Consumer,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wrapx_core::amqp;
 
-use crate::Worker;
-
-/// Runs sessions until `shutdown`; returns once the consumers have drained.
-pub async fn run(worker: Arc<Worker>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    while !shutdown.is_cancelled() {
-        let started = Instant::now();
-        match session(&worker, &shutdown).await {
-            Ok(()) => {
-                if shutdown.is_cancelled() {
-                    break;
-                }
-            }
-            Err(e) => tracing::warn!(
-                error = format!("{e:#}"),
-                "broker session ended: reconnecting"
-            ),
-        }
-        // A session that lasted a while was healthy: start the backoff over.
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff.reset();
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
-}
-
-async fn session(worker: &Arc<Worker>, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let connection = amqp::connect_url(worker.settings.amqp.url.expose(), "wrapx-worker")
-        .await
-        .context("connect to RabbitMQ")?;
-    // Stops this session's consumers: on shutdown, when one of them fails, or when the
-    // connection reports an error.
-    let stop = shutdown.child_token();
-    {
-        let stop = stop.clone();
-        connection.on_error(move |e| {
-            tracing::warn!(error = %e, "broker connection error");
-            stop.cancel();
-        });
-    }
-    let setup = connection
-        .create_channel()
-        .await
-        .context("open a channel")?;
-    amqp::declare_topology(&setup, &worker.settings.amqp.webhook_retry_delays_ms)
-        .await
-        .context("declare the topology")?;
-    let _ = setup.close(200, "topology declared").await;
-    tracing::info!("connected to RabbitMQ: consuming");
-
-    let guarded = |name: &'static str, result: anyhow::Result<()>| {
-        if let Err(e) = &result {
-            tracing::warn!(consumer = name, error = format!("{e:#}"), "consumer failed");
-            stop.cancel();
-        }
-        result
-    };
-    let (logs, fanout, deliveries, ()) = tokio::join!(
-        async {
-            guarded(
-                "logs",
-                crate::logs::consume(worker, &connection, &stop).await,
-            )
-        },
-        async {
-            guarded(
-                "webhook-events",
-                crate::webhooks::fanout::consume(worker, &connection, &stop).await,
-            )
-        },
-        async {
-            guarded(
-                "deliveries",
-                crate::webhooks::deliver::consume(worker, &connection, &stop).await,
-            )
-        },
-        crate::backlog::watch(worker, &connection, &stop),
-    );
-    let _ = connection.close(200, "worker stopping").await;
-    logs?;
-    fanout?;
-    deliveries?;
-    if shutdown.is_cancelled() {
-        Ok(())
-    } else {
-        anyhow::bail!("the broker connection was lost")
-    }
-}
+use crate::{
+    metrics,
+    outcome::{Outcome, Span},
+    Worker,
+};
 
 /// Opens a consuming channel on `queue` with the configured prefetch.
 pub(crate) async fn open(
@@ -205,40 +117,45 @@ fn delivery(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> {
     }
 }
 
-/// Exponential backoff with a cap and some jitter, for reconnects and database retries.
-pub(crate) struct Backoff {
-    first: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max,
-            current: first,
+/// Settles messages on `channel` per `outcome`, and counts them under `queue`.
+pub async fn settle(
+    channel: &Channel,
+    queue: &'static str,
+    span: Span,
+    outcome: Outcome,
+) -> lapin::Result<()> {
+    let (tag, multiple, count) = match span {
+        Span::One(tag) => (tag, false, 1),
+        Span::Packed { tag, count } => (tag, false, count),
+        Span::UpTo { tag, count } => (tag, true, count),
+    };
+    let result = match outcome {
+        Outcome::Done => channel.basic_ack(tag, BasicAckOptions { multiple }).await,
+        Outcome::Retry => {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple,
+                        requeue: true,
+                    },
+                )
+                .await
         }
+        Outcome::DeadLetter => {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple,
+                        requeue: false,
+                    },
+                )
+                .await
+        }
+    };
+    if result.is_ok() {
+        metrics::events(queue, outcome, count);
     }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
-        self.current = (self.current * 2).min(self.max);
-        // Up to 25% jitter so several workers do not retry in lockstep.
-        let jitter = delay.mul_f64(rand_fraction() * 0.25);
-        delay + jitter
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.current = self.first;
-    }
-}
-
-/// A fraction in [0, 1) from the clock's nanoseconds: jitter needs no cryptographic quality.
-fn rand_fraction() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
+    result
 }

@@ -6,11 +6,14 @@
 //! effects has committed (or after the broker confirmed the messages it fanned out into), so
 //! a crash at any point redelivers it, and every write is idempotent on the message's id.
 //!
-//! Code map: [`consumer`] owns the broker connection and its reconnect loop and runs one
-//! consumer per queue; each consumer returns an [`outcome::Outcome`] per message, which
-//! [`outcome::settle`] alone turns into an ack or a nack. [`logs`] and [`billing`] are the log
-//! writer; [`webhooks`] fans events out into deliveries and sends them; [`notifications`]
-//! raises what the account owner should see; [`metrics`] names what operators watch.
+//! Code map: [`session`] owns the broker connection and its reconnect loop and runs one
+//! handler per queue: [`logs`] (with [`billing`]) writes the log rows, [`webhooks`] fans
+//! events out into deliveries and sends them, [`backlog`] reads the queues' depth. Each handler
+//! consumes through [`consumer`] and returns an [`outcome::Outcome`] per message, which
+//! [`consumer::settle`] alone turns into an ack or a nack (and counts in [`metrics`]);
+//! [`notifications`] raises what the account owner should see; [`publish`] sends with
+//! confirms. Dependencies run one way: `session` → handlers → `consumer` → `metrics` →
+//! `outcome`.
 
 pub mod backlog;
 pub mod billing;
@@ -20,6 +23,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod outcome;
 pub mod publish;
+pub mod session;
 pub mod webhooks;
 
 use std::{
@@ -109,6 +113,7 @@ pub async fn run_with_metrics(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let handle = telemetry::prometheus(&metrics::BUCKETS)?;
+    metrics::describe();
     tracing::info!(metrics_listen = %listener.local_addr()?, "wrapx-worker metrics listening");
     let worker = Arc::new(Worker::build(settings)?);
     let metrics_stop = CancellationToken::new();
@@ -118,7 +123,7 @@ pub async fn run_with_metrics(
         metrics_stop.clone(),
     ));
 
-    consumer::run(worker, shutdown).await;
+    session::run(worker, shutdown).await;
 
     // Metrics stay up until the consumers have drained, so the last counts can be scraped.
     metrics_stop.cancel();

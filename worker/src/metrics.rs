@@ -1,6 +1,8 @@
 //! The worker's Prometheus metrics, under the contract's names. Labels come from small fixed
 //! sets (queue names, outcomes): never an account, key or wrapped API id.
 
+use wrapx_core::amqp::{DELIVERIES_QUEUE, LOGS_QUEUE, WEBHOOK_EVENTS_QUEUE};
+
 use crate::outcome::Outcome;
 
 pub const EVENTS_TOTAL: &str = "wrapx_worker_events_total";
@@ -88,6 +90,15 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 6] = [
+        Self::Delivered,
+        Self::Retried,
+        Self::Failed,
+        Self::Gone,
+        Self::Refused,
+        Self::Dropped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -102,4 +113,52 @@ impl DeliveryOutcome {
 
 pub fn delivery(outcome: DeliveryOutcome) {
     metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// Describes the metrics and makes each exist at zero from the start, every label combination
+/// known up front included: a `rate()` over a series that appears at its first event misses
+/// that event, and an alert sees no data where it should see zero.
+pub fn describe() {
+    metrics::describe_counter!(EVENTS_TOTAL, "Messages settled, by queue and outcome");
+    metrics::describe_histogram!(
+        BATCH_SECONDS,
+        metrics::Unit::Seconds,
+        "One batch written to PostgreSQL, transaction included"
+    );
+    metrics::describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Webhook delivery attempts, by outcome"
+    );
+    metrics::describe_counter!(
+        COST_MICRO_USD_TOTAL,
+        "Cost of the logged requests, in millionths of a US dollar"
+    );
+    metrics::describe_histogram!(
+        EVENT_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "From a request's own time to the commit of its row"
+    );
+    metrics::describe_gauge!(
+        QUEUE_DEPTH,
+        "Messages waiting in each queue the worker drains"
+    );
+    metrics::describe_histogram!(
+        BROKER_SECONDS,
+        metrics::Unit::Seconds,
+        "The broker's round trip, as a passive queue declare"
+    );
+    for queue in [LOGS_QUEUE, WEBHOOK_EVENTS_QUEUE, DELIVERIES_QUEUE] {
+        for outcome in [Outcome::Done, Outcome::Retry, Outcome::DeadLetter] {
+            metrics::counter!(EVENTS_TOTAL, "queue" => queue, "outcome" => outcome.as_str())
+                .increment(0);
+        }
+    }
+    for outcome in DeliveryOutcome::ALL {
+        metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome.as_str()).increment(0);
+    }
+    metrics::counter!(COST_MICRO_USD_TOTAL).increment(0);
+    // A histogram registered without a sample is exported with a count of 0.
+    for histogram in [BATCH_SECONDS, EVENT_LAG_SECONDS, BROKER_SECONDS] {
+        let _ = metrics::histogram!(histogram);
+    }
 }

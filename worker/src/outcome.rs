@@ -1,10 +1,5 @@
-//! What a handler decided about a message, and the one place that turns the decision into an
-//! AMQP acknowledgement.
-
-use lapin::{
-    options::{BasicAckOptions, BasicNackOptions},
-    Channel,
-};
+//! What a handler decided about a message, and which deliveries the decision covers; a pure
+//! type that `consumer::settle` turns into an AMQP acknowledgement and `metrics` counts.
 
 /// A handler's verdict on a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,47 +35,4 @@ pub enum Span {
     /// Every unsettled delivery of the channel up to and including this tag (a batch), and
     /// how many messages that is, for the metrics.
     UpTo { tag: u64, count: u64 },
-}
-
-/// Settles messages on `channel` per `outcome`, and counts them under `queue`.
-pub async fn settle(
-    channel: &Channel,
-    queue: &'static str,
-    span: Span,
-    outcome: Outcome,
-) -> lapin::Result<()> {
-    let (tag, multiple, count) = match span {
-        Span::One(tag) => (tag, false, 1),
-        Span::Packed { tag, count } => (tag, false, count),
-        Span::UpTo { tag, count } => (tag, true, count),
-    };
-    let result = match outcome {
-        Outcome::Done => channel.basic_ack(tag, BasicAckOptions { multiple }).await,
-        Outcome::Retry => {
-            channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple,
-                        requeue: true,
-                    },
-                )
-                .await
-        }
-        Outcome::DeadLetter => {
-            channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple,
-                        requeue: false,
-                    },
-                )
-                .await
-        }
-    };
-    if result.is_ok() {
-        crate::metrics::events(queue, outcome, count);
-    }
-    result
 }

@@ -891,3 +891,29 @@ async fn request_metrics_count_known_traffic_exactly() {
     assert_eq!(counted, 3.0);
     app.shutdown().await;
 }
+
+/// The admin API's metric of the contract is on the page from the start, every status class
+/// at zero: a `rate()` or an alert sees zeros rather than no data. The first scrape is the
+/// first request, counted only once answered.
+#[tokio::test]
+async fn the_contract_metric_exists_from_the_start_at_zero() {
+    let app = spawn().await;
+    let page = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for status in ["2xx", "4xx", "5xx"] {
+        let series = format!("wrapx_admin_requests_total{{status=\"{status}\"}} ");
+        let value = page
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{page}"));
+        assert_eq!(value.trim(), "0", "{page}");
+    }
+    app.shutdown().await;
+}

@@ -385,7 +385,7 @@ async fn admin_events_and_test_deliveries_reach_the_broker() {
 #[tokio::test]
 async fn the_admin_api_keeps_working_when_the_broker_is_down() {
     let mut settings = crate::common::settings().await;
-    settings.amqp.url = wrapx_core::config::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
+    settings.amqp.url = wrapx_core::secret::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
     let app = crate::common::spawn_with(settings).await;
     let (user_id, token, _) = app.account("nobroker@example.com").await;
     let built = build_everything(&app, &token, &user_id, "n").await;

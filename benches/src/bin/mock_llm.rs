@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use wrapx_benches::mock_llm::{self, Behavior, MockConfig};
+use wrapx_benches::mock_llm::{self, Behavior, Format, MockConfig};
 
 /// A mock LLM upstream speaking OpenAI Chat Completions and Anthropic Messages.
 #[derive(Debug, Parser)]
@@ -36,9 +36,12 @@ struct Args {
     #[arg(long)]
     no_record: bool,
     /// Default behaviour: normal, hang, status-NNN, stall-after-N, malformed, reset-after-N,
-    /// error-in-200.
+    /// end-after-N, error-in-200.
     #[arg(long, default_value = "normal")]
     behavior: Behavior,
+    /// Default layout of the answers' bytes: compact, spaced, pretty, crlf.
+    #[arg(long, default_value = "compact")]
+    format: Format,
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -59,6 +62,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = MockConfig {
         listen: args.listen,
         mode_default: args.behavior,
+        format_default: args.format,
         chunks: args.chunks,
         chunk_interval: Duration::from_millis(args.chunk_interval_ms),
         first_byte_delay: Duration::from_millis(args.first_byte_delay_ms),

@@ -4,10 +4,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::format::Format;
+
 /// How the mock answers one request.
 ///
 /// The word form (`normal`, `hang`, `status-503`, `stall-after-2`, `malformed`, `reset-after-1`,
-/// `error-in-200`) is what the `x-mock-behavior` header, a `mock-…` model name and the binary's
+/// `end-after-2`, `error-in-200`) is what the `x-mock-behavior` header, a `mock-…` model name and the binary's
 /// `--behavior` flag accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Behavior {
@@ -26,6 +28,9 @@ pub enum Behavior {
     ResetAfter(usize),
     /// A `200` whose JSON body is an error object.
     ErrorIn200,
+    /// Stream this many content chunks, then end the body cleanly without the stream's last
+    /// events (no finish reason, `[DONE]` or `message_stop`): a provider that gave up early.
+    EndAfter(usize),
 }
 
 /// The reason a word is not a behaviour.
@@ -37,7 +42,7 @@ impl fmt::Display for UnknownBehavior {
         write!(
             f,
             "unknown mock behavior {:?}: expected normal, hang, status-NNN, stall-after-N, \
-             malformed, reset-after-N or error-in-200",
+             malformed, reset-after-N, end-after-N or error-in-200",
             self.0
         )
     }
@@ -71,6 +76,9 @@ impl FromStr for Behavior {
                 if let Some(n) = other.strip_prefix("reset-after-") {
                     return n.parse().map(Self::ResetAfter).map_err(|_| unknown());
                 }
+                if let Some(n) = other.strip_prefix("end-after-") {
+                    return n.parse().map(Self::EndAfter).map_err(|_| unknown());
+                }
                 Err(unknown())
             }
         }
@@ -87,17 +95,17 @@ impl fmt::Display for Behavior {
             Self::Malformed => f.write_str("malformed"),
             Self::ResetAfter(n) => write!(f, "reset-after-{n}"),
             Self::ErrorIn200 => f.write_str("error-in-200"),
+            Self::EndAfter(n) => write!(f, "end-after-{n}"),
         }
     }
 }
 
 impl Behavior {
-    /// The behaviour a model name asks for: `mock-hang`, `mock-status-500`, … `None` for any
-    /// other name, including `mock-model`, so ordinary mock model names stay normal.
+    /// The behaviour a model name asks for: `mock-hang`, `mock-status-500`, after a format if
+    /// any (`mock-spaced-hang`). `None` for any other name, including `mock-model` and
+    /// `mock-spaced`, so ordinary mock model names stay normal.
     pub fn from_model(model: &str) -> Option<Self> {
-        model
-            .strip_prefix("mock-")
-            .and_then(|word| word.parse().ok())
+        Format::split_model(model).and_then(|(_, word)| word.parse().ok())
     }
 
     /// Packs the behaviour into one word: the variant in the high 32 bits, its count below.
@@ -110,6 +118,7 @@ impl Behavior {
             Self::Malformed => (4, 0),
             Self::ResetAfter(n) => (5, n as u64),
             Self::ErrorIn200 => (6, 0),
+            Self::EndAfter(n) => (7, n as u64),
         };
         (tag << 32) | (n & 0xFFFF_FFFF)
     }
@@ -123,6 +132,7 @@ impl Behavior {
             4 => Self::Malformed,
             5 => Self::ResetAfter(n as usize),
             6 => Self::ErrorIn200,
+            7 => Self::EndAfter(n as usize),
             _ => Self::Normal,
         }
     }
@@ -153,6 +163,7 @@ fn clamp(behavior: Behavior) -> Behavior {
     match behavior {
         Behavior::StallAfter(n) => Behavior::StallAfter(n.min(MAX)),
         Behavior::ResetAfter(n) => Behavior::ResetAfter(n.min(MAX)),
+        Behavior::EndAfter(n) => Behavior::EndAfter(n.min(MAX)),
         other => other,
     }
 }
@@ -172,6 +183,7 @@ mod tests {
             Behavior::Malformed,
             Behavior::ResetAfter(0),
             Behavior::ErrorIn200,
+            Behavior::EndAfter(3),
         ] {
             assert_eq!(b.to_string().parse::<Behavior>().unwrap(), b);
             let cell = BehaviorCell::new(Behavior::Normal);
@@ -205,6 +217,11 @@ mod tests {
             Behavior::from_model("mock-stall-after-2"),
             Some(Behavior::StallAfter(2))
         );
+        assert_eq!(
+            Behavior::from_model("mock-pretty-reset-after-1"),
+            Some(Behavior::ResetAfter(1))
+        );
+        assert_eq!(Behavior::from_model("mock-spaced"), None);
         assert_eq!(Behavior::from_model("mock-model"), None);
         assert_eq!(Behavior::from_model("gpt-4o"), None);
     }

@@ -206,7 +206,7 @@ impl Drop for StreamGuard {
 
 /// Lays a script out in time: the head and the first content event at `first_byte_delay`,
 /// content event `i` at `first_byte_delay + i × interval`, the tail right after the last
-/// content event. `cut` keeps only the head and that many content events (stall, reset).
+/// content event. `cut` keeps only the head and that many content events (stall, reset, end).
 pub(crate) fn pace(
     script: super::answer::StreamScript,
     first_byte_delay: Duration,

@@ -14,7 +14,11 @@
 //!
 //! Per request the behaviour comes from, in order: the `x-mock-behavior` header, a model name
 //! `mock-<behaviour>` (`mock-status-500`, `mock-stall-after-2`), `MockHandle::set_behavior`,
-//! `MockConfig::mode_default`. Headers `x-mock-chunks`, `x-mock-interval-ms`,
+//! `MockConfig::mode_default`. The layout of the answer's bytes (`Format`: compact, spaced,
+//! pretty, crlf) comes the same way from the `x-mock-format` header, a model name
+//! `mock-<format>` or `mock-<format>-<behaviour>` (`mock-spaced-reset-after-2`),
+//! `MockHandle::set_format`, `MockConfig::format_default`; it applies to every answer of the
+//! chat and messages routes, cut and malformed ones included. Headers `x-mock-chunks`, `x-mock-interval-ms`,
 //! `x-mock-first-byte-delay-ms` and `x-mock-latency-ms` override the configuration per request.
 //! Behaviours apply to the chat and messages routes only.
 
@@ -22,6 +26,7 @@ mod answer;
 mod anthropic;
 mod behavior;
 mod body;
+mod format;
 mod inspect;
 mod openai;
 mod record;
@@ -38,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 pub use behavior::{Behavior, UnknownBehavior};
+pub use format::{Format, UnknownFormat};
 pub use record::{MockStats, RecordedRequest, MAX_RECORDED};
 
 use state::Shared;
@@ -49,6 +55,8 @@ pub struct MockConfig {
     pub listen: SocketAddr,
     /// The behaviour when neither the request nor `set_behavior` names one.
     pub mode_default: Behavior,
+    /// The layout when neither the request nor `set_format` names one.
+    pub format_default: Format,
     /// Content chunks per answer, one completion token each.
     pub chunks: usize,
     /// Time between content chunks of a stream.
@@ -68,6 +76,7 @@ impl Default for MockConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             mode_default: Behavior::Normal,
+            format_default: Format::Compact,
             chunks: 5,
             chunk_interval: Duration::from_millis(20),
             first_byte_delay: Duration::ZERO,
@@ -135,6 +144,11 @@ impl MockHandle {
     /// Sets the behaviour for requests that do not name one by header or model.
     pub fn set_behavior(&self, b: Behavior) {
         self.shared.behavior.set(b);
+    }
+
+    /// Sets the layout for requests that do not name one by header or model.
+    pub fn set_format(&self, f: Format) {
+        self.shared.format.set(f);
     }
 
     /// Stops accepting, ends hanging and stalled answers, gives other open requests a moment

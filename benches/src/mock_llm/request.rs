@@ -7,6 +7,7 @@ use hyper::HeaderMap;
 use serde::Deserialize;
 
 use super::behavior::Behavior;
+use super::format::Format;
 use super::MockConfig;
 
 /// The only body fields the mock looks at; everything else is skipped without being built.
@@ -59,6 +60,8 @@ impl<'a> RequestSummary<'a> {
 pub(crate) struct Plan {
     /// The behaviour named by `x-mock-behavior`, which beats every other source.
     pub(crate) header_behavior: Option<Behavior>,
+    /// The layout named by `x-mock-format`, which beats every other source.
+    pub(crate) header_format: Option<Format>,
     pub(crate) chunks: usize,
     pub(crate) interval: Duration,
     pub(crate) first_byte_delay: Duration,
@@ -71,6 +74,7 @@ impl Plan {
     pub(crate) fn from_headers(config: &MockConfig, headers: &HeaderMap) -> Result<Self, String> {
         let mut plan = Self {
             header_behavior: None,
+            header_format: None,
             chunks: config.chunks,
             interval: config.chunk_interval,
             first_byte_delay: config.first_byte_delay,
@@ -82,6 +86,9 @@ impl Plan {
         }
         if let Some(word) = header_str(headers, "x-mock-behavior")? {
             plan.header_behavior = Some(word.parse().map_err(|e| format!("{e}"))?);
+        }
+        if let Some(word) = header_str(headers, "x-mock-format")? {
+            plan.header_format = Some(word.parse().map_err(|e| format!("{e}"))?);
         }
         if let Some(n) = header_number(headers, "x-mock-chunks")? {
             plan.chunks = usize::try_from(n).map_err(|_| "x-mock-chunks is too large")?;

@@ -12,8 +12,10 @@ use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
 use super::answer::Answer;
+use super::answer::StreamScript;
 use super::behavior::Behavior;
 use super::body::{pace, Ending, MockBody, ScriptBody};
+use super::format::Format;
 use super::record::RecordedRequest;
 use super::request::{Plan, RequestSummary};
 use super::state::Shared;
@@ -104,7 +106,10 @@ async fn answer(
 ) -> MockResponse {
     let plan = match Plan::from_headers(&shared.config, headers) {
         Ok(plan) => plan,
-        Err(message) => return Ok(error(provider, 400, &format!("mock: {message}"))),
+        Err(message) => {
+            let message = format!("mock: {message}");
+            return Ok(error(provider, 400, &message, Format::Compact));
+        }
     };
     let summary = RequestSummary::parse(body);
     let behavior = plan
@@ -116,6 +121,15 @@ async fn answer(
                 .and_then(|s| Behavior::from_model(&s.model))
         })
         .unwrap_or_else(|| shared.behavior.get());
+    let format = plan
+        .header_format
+        .or_else(|| {
+            summary
+                .as_ref()
+                .ok()
+                .and_then(|s| Format::from_model(&s.model))
+        })
+        .unwrap_or_else(|| shared.format.get());
 
     let (ending, cut) = match behavior {
         Behavior::Hang => {
@@ -126,24 +140,26 @@ async fn answer(
         }
         Behavior::Status(code) => {
             delay(plan.latency).await;
-            return Ok(error(provider, code, &format!("mock error: status {code}")));
+            let message = format!("mock error: status {code}");
+            return Ok(error(provider, code, &message, format));
         }
         Behavior::ErrorIn200 => {
             delay(plan.latency).await;
             let body = provider_error(provider, 500, "mock error inside a 200 answer");
-            return Ok(json(StatusCode::OK, body));
+            return Ok(json(StatusCode::OK, format.json(body)));
         }
-        Behavior::Malformed => return Ok(malformed()),
+        Behavior::Malformed => return Ok(malformed(format)),
         Behavior::Normal => (Ending::Finish, None),
         Behavior::StallAfter(n) => (Ending::Stall, Some(n)),
         Behavior::ResetAfter(n) => (Ending::Reset, Some(n)),
+        Behavior::EndAfter(n) => (Ending::Finish, Some(n)),
     };
 
     let summary = match summary {
         Ok(summary) => summary,
         Err(e) => {
             let message = format!("the request body is not valid JSON: {e}");
-            return Ok(error(provider, 400, &message));
+            return Ok(error(provider, 400, &message, format));
         }
     };
     let answer = Answer::new(
@@ -160,21 +176,27 @@ async fn answer(
             Provider::OpenAi => openai::stream(&answer),
             Provider::Anthropic => anthropic::stream(&answer),
         };
-        let events = pace(script, plan.first_byte_delay, plan.interval, cut);
+        let events = pace(
+            laid_out(script, format),
+            plan.first_byte_delay,
+            plan.interval,
+            cut,
+        );
         let body = ScriptBody::new(shared, events, ending, true);
         return Ok(event_stream(MockBody::Script(Box::new(body))));
     }
 
     delay(plan.latency).await;
     let text = shared.text(answer.completion_tokens);
-    let whole = match provider {
+    let whole = format.json(match provider {
         Provider::OpenAi => openai::completion(&answer, &text),
         Provider::Anthropic => anthropic::message(&answer, &text),
-    };
+    });
     if cut.is_none() {
         return Ok(json(StatusCode::OK, whole));
     }
-    // A non-streaming stall or reset sends the first half of the body, chunked, then stops.
+    // A non-streaming stall, reset or early end sends the first half of the body, chunked,
+    // then stops the way it says.
     let half = whole.slice(..whole.len() / 2);
     let events = VecDeque::from([(Duration::ZERO, half)]);
     let body = ScriptBody::new(shared, events, ending, false);
@@ -216,9 +238,22 @@ fn provider_error(provider: Provider, status: u16, message: &str) -> Bytes {
     }
 }
 
-fn error(provider: Provider, status: u16, message: &str) -> Response<MockBody> {
+/// Every event of a stream in `format`.
+fn laid_out(script: StreamScript, format: Format) -> StreamScript {
+    if format == Format::Compact {
+        return script;
+    }
+    let each = |frames: Vec<Bytes>| frames.into_iter().map(|f| format.event(f)).collect();
+    StreamScript {
+        head: each(script.head),
+        content: each(script.content),
+        tail: each(script.tail),
+    }
+}
+
+fn error(provider: Provider, status: u16, message: &str, format: Format) -> Response<MockBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json(code, provider_error(provider, status, message));
+    let mut response = json(code, format.json(provider_error(provider, status, message)));
     if code == StatusCode::TOO_MANY_REQUESTS {
         response
             .headers_mut()
@@ -244,8 +279,9 @@ fn event_stream(body: MockBody) -> Response<MockBody> {
     response
 }
 
-fn malformed() -> Response<MockBody> {
-    let mut response = event_stream(MockBody::full(Bytes::from_static(MALFORMED)));
+fn malformed(format: Format) -> Response<MockBody> {
+    let body = format.event(Bytes::from_static(MALFORMED));
+    let mut response = event_stream(MockBody::full(body));
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

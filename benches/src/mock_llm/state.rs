@@ -4,6 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer::full_text;
 use super::behavior::BehaviorCell;
+use super::format::FormatCell;
 use super::record::{Counters, Recorder};
 use super::MockConfig;
 
@@ -12,6 +13,8 @@ pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     /// Starts as `config.mode_default`; `MockHandle::set_behavior` replaces it.
     pub(crate) behavior: BehaviorCell,
+    /// Starts as `config.format_default`; `MockHandle::set_format` replaces it.
+    pub(crate) format: FormatCell,
     pub(crate) counters: Counters,
     pub(crate) recorder: Recorder,
     /// Cancelled once, on shutdown: stops the accept loop, drains connections, ends hangs.
@@ -24,6 +27,7 @@ impl Shared {
     pub(crate) fn new(config: MockConfig) -> Self {
         Self {
             behavior: BehaviorCell::new(config.mode_default),
+            format: FormatCell::new(config.format_default),
             counters: Counters::default(),
             recorder: Recorder::default(),
             shutdown: CancellationToken::new(),

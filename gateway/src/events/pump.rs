@@ -12,7 +12,7 @@ use std::{
 use futures::future::OptionFuture;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
-use wrapx_core::{config::Secret, events::Event};
+use wrapx_core::{backoff::Backoff, events::Event, secret::Secret};
 
 use super::{
     broker::{Broker, Outcome, Outgoing, PACK_EVENTS},
@@ -46,11 +46,11 @@ pub(super) struct Pump {
     grace: Duration,
     broker: Option<Broker>,
     reconnect_at: Instant,
-    reconnect_backoff: Duration,
+    reconnect_backoff: Backoff,
     /// The segment being replayed, when one is.
     replay: Option<SegmentReader>,
     replay_at: Instant,
-    replay_backoff: Duration,
+    replay_backoff: Backoff,
 }
 
 /// How a batch went, for the caller's bookkeeping.
@@ -84,10 +84,10 @@ impl Pump {
             grace,
             broker: None,
             reconnect_at: now,
-            reconnect_backoff: RECONNECT_MIN,
+            reconnect_backoff: Backoff::new(RECONNECT_MIN, RECONNECT_MAX),
             replay: None,
             replay_at: now,
-            replay_backoff: REPLAY_RETRY_MIN,
+            replay_backoff: Backoff::new(REPLAY_RETRY_MIN, REPLAY_RETRY_MAX),
         }
     }
 
@@ -141,20 +141,22 @@ impl Pump {
                 tracing::info!("event publisher connected to the broker");
                 self.broker = Some(broker);
                 self.shared.connected.store(true, Ordering::Relaxed);
-                self.reconnect_backoff = RECONNECT_MIN;
+                self.reconnect_backoff.reset();
                 self.replay_at = Instant::now();
-                self.replay_backoff = REPLAY_RETRY_MIN;
+                self.replay_backoff.reset();
             }
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), retry_in = ?self.reconnect_backoff, "the broker is unreachable: events are spooled");
-                self.schedule_reconnect();
+                let retry_in = self.schedule_reconnect();
+                tracing::warn!(error = %format!("{error:#}"), ?retry_in, "the broker is unreachable: events are spooled");
             }
         }
     }
 
-    fn schedule_reconnect(&mut self) {
-        self.reconnect_at = Instant::now() + self.reconnect_backoff;
-        self.reconnect_backoff = (self.reconnect_backoff * 2).min(RECONNECT_MAX);
+    /// Sets the time of the next connection attempt, and returns how far off it is.
+    fn schedule_reconnect(&mut self) -> Duration {
+        let delay = self.reconnect_backoff.next();
+        self.reconnect_at = Instant::now() + delay;
+        delay
     }
 
     async fn lose_broker(&mut self, why: &str) {
@@ -334,7 +336,7 @@ impl Pump {
                     .await;
             }
         } else {
-            self.replay_backoff = REPLAY_RETRY_MIN;
+            self.replay_backoff.reset();
             self.replay_at = Instant::now();
         }
     }
@@ -353,8 +355,7 @@ impl Pump {
     }
 
     fn replay_later(&mut self) {
-        self.replay_at = Instant::now() + self.replay_backoff;
-        self.replay_backoff = (self.replay_backoff * 2).min(REPLAY_RETRY_MAX);
+        self.replay_at = Instant::now() + self.replay_backoff.next();
     }
 
     /// Every tick: notice a dead session, fsync the spool, refresh the gauge.

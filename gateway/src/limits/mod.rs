@@ -1,13 +1,15 @@
 //! Rate limits: across every gateway instance through one atomic Redis script, with a local
 //! per-process limiter when Redis is unreachable or slow.
 //!
-//! One [`RateLimiter::check`] is at most one Redis round trip (`EVALSHA` of a
-//! sliding-window-log script, see [`window`]). The script reads the time from Redis itself, so
-//! the clocks of the gateway instances do not matter, and it admits a request only while fewer
-//! than `limit` requests were admitted in the `window` before it: "at most `limit` per any
-//! `window`", with no double burst at the edge of a fixed window. A busy key whose limit is far
-//! above one request reserves slots in blocks and spends them locally ([`lease`]): one round
-//! trip per block, exact to within a block of 1% of the limit.
+//! One [`RateLimiter::check`] is at most one Redis round trip (`EVALSHA` of a script that
+//! keeps a counter per twentieth of the window, see [`window`]). The script reads the time
+//! from Redis itself, so the clocks of the gateway instances do not matter, and across every
+//! instance it admits at most `limit` requests in any span of `window`, with no double burst
+//! at the edge of a fixed window. Counters instead of a log of every request err on the safe
+//! side only: a request may be refused when the `limit` requests before it span up to a
+//! twentieth more than `window`.
+//! A busy key whose limit is far above one request reserves slots in blocks and spends them
+//! locally ([`lease`]): one round trip per block, exact to within a block of 1% of the limit.
 //!
 //! When Redis fails or takes longer than the timeout, the check falls back to a local
 //! `governor` limiter ([`local`]) and Redis is marked unhealthy ([`health`]); while unhealthy,

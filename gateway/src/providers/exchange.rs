@@ -207,9 +207,9 @@ impl AnswerTranslator {
             Err(e) => {
                 self.failed = true;
                 // The status is already on its way; the body says what happened, opaquely.
-                Bytes::from(match self.direction {
-                    Direction::AnthropicToChat => e.to_openai_body(),
-                    Direction::ChatToAnthropic => e.to_anthropic_body(),
+                e.to_error().body_in(match self.direction {
+                    Direction::AnthropicToChat => ProviderDialect::OpenAiChat,
+                    Direction::ChatToAnthropic => ProviderDialect::AnthropicMessages,
                 })
             }
         }

@@ -56,12 +56,14 @@
 pub mod anthropic;
 mod exchange;
 pub mod reverse;
-mod sse;
+pub(crate) mod sse;
 pub mod thinking;
 
 use serde_json::{json, Value};
-use wrapx_core::types::ProviderKind;
 
+use crate::errors::{ErrorKind, GatewayError};
+
+pub use crate::dialect::ProviderDialect;
 pub use anthropic::errors::anthropic_error_to_openai;
 pub use anthropic::request::{chat_to_messages, openai_tool_to_anthropic};
 pub use anthropic::response::messages_response_to_chat;
@@ -80,23 +82,6 @@ pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
 /// The most a stream translator keeps of one unfinished upstream event (line plus data).
 pub const MAX_PARTIAL_EVENT_BYTES: usize = 1 << 20;
 
-/// Which wire format a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderDialect {
-    OpenAiChat,
-    AnthropicMessages,
-}
-
-impl ProviderDialect {
-    pub fn of(kind: ProviderKind) -> Self {
-        if kind.speaks_anthropic() {
-            Self::AnthropicMessages
-        } else {
-            Self::OpenAiChat
-        }
-    }
-}
-
 /// Why a body could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
@@ -112,39 +97,18 @@ pub enum TranslateError {
 }
 
 impl TranslateError {
-    /// 400 for the client's request, 502 for the provider's answer.
-    pub fn status(&self) -> u16 {
+    /// The error in the contract's table: the client's request is a 400, the provider's
+    /// answer an opaque 502 (the cause goes to the log).
+    pub fn to_error(&self) -> GatewayError {
         match self {
-            Self::InvalidRequest(_) | Self::Unsupported(_) => 400,
-            Self::InvalidUpstream(_) => 502,
+            Self::InvalidRequest(m) | Self::Unsupported(m) => GatewayError::invalid(m.clone()),
+            Self::InvalidUpstream(_) => GatewayError::new(ErrorKind::UpstreamError),
         }
     }
 
-    /// The error in OpenAI's shape; an upstream failure stays opaque (the cause goes to the log).
-    pub fn to_openai_body(&self) -> Vec<u8> {
-        let (message, kind, code) = match self {
-            Self::InvalidRequest(m) => (m.as_str(), "invalid_request_error", "invalid_request"),
-            Self::Unsupported(m) => (m.as_str(), "invalid_request_error", "unsupported"),
-            Self::InvalidUpstream(_) => (
-                "The upstream provider failed to answer.",
-                "upstream_error",
-                "bad_gateway",
-            ),
-        };
-        json!({"error": {"message": message, "type": kind, "code": code}})
-            .to_string()
-            .into_bytes()
-    }
-
-    /// The error in Anthropic's shape, for clients on `/v1/messages`.
-    pub fn to_anthropic_body(&self) -> Vec<u8> {
-        let (message, kind) = match self {
-            Self::InvalidRequest(m) | Self::Unsupported(m) => (m.as_str(), "invalid_request_error"),
-            Self::InvalidUpstream(_) => ("The upstream provider failed to answer.", "api_error"),
-        };
-        json!({"type": "error", "error": {"type": kind, "message": message}})
-            .to_string()
-            .into_bytes()
+    /// 400 for the client's request, 502 for the provider's answer.
+    pub fn status(&self) -> u16 {
+        self.to_error().status()
     }
 }
 
@@ -211,6 +175,16 @@ pub(crate) mod testkit {
                 parts
             }
         }
+    }
+
+    /// `stream` (events ending in a blank line) with every event laid out in `format`, as the
+    /// mock provider sends it: spaced, pretty-printed over several `data:` lines, or CRLF.
+    pub fn laid_out(stream: &str, format: wrapx_benches::mock_llm::Format) -> Vec<u8> {
+        stream
+            .replace("\r\n", "\n")
+            .split_inclusive("\n\n")
+            .flat_map(|e| format.event(bytes::Bytes::from(e.to_owned())).to_vec())
+            .collect()
     }
 
     /// The JSON of every `data:` line of an SSE output, `[DONE]` as a string.

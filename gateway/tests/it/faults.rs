@@ -169,7 +169,7 @@ async fn a_database_outage_under_load_delays_rows_but_loses_none() {
         forwarded, env.db_url,
         "the test database is on 127.0.0.1:5432"
     );
-    env.settings.database.url = wrapx_core::config::Secret::new(forwarded.clone());
+    env.settings.database.url = wrapx_core::secret::Secret::new(forwarded.clone());
     let (worker_stop, worker_task) = worker(&env);
     let gw = Gateway::start_with(
         &env,

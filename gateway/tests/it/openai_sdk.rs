@@ -5,6 +5,7 @@ use std::{process::Command, time::Duration};
 
 use crate::common::{Env, Gateway};
 use serde_json::Value;
+use wrapx_core::events::UsageSource;
 use wrapx_benches::mock_llm::MockConfig;
 
 const SCRIPT: &str = r#"
@@ -15,15 +16,16 @@ out = {}
 r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}])
 out["completion"] = r.choices[0].message.content
 out["usage"] = r.usage.completion_tokens
-pieces = []
-usage = None
-for chunk in client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}], stream=True):
-    if chunk.choices and chunk.choices[0].delta.content:
-        pieces.append(chunk.choices[0].delta.content)
-    if chunk.usage:
-        usage = chunk.usage.completion_tokens
-out["stream_pieces"] = len(pieces)
-out["stream_usage"] = usage
+def stream(**extra):
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}], stream=True, **extra):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage.completion_tokens
+    return len(pieces), usage
+out["stream_pieces"], out["stream_usage"] = stream(stream_options={"include_usage": True})
+out["plain_stream_pieces"], out["plain_stream_usage"] = stream()
 bad = openai.OpenAI(base_url=base, api_key="wxk_not-a-real-key", max_retries=0)
 try:
     bad.chat.completions.create(model="anything", messages=[{"role": "user", "content": "hi"}])
@@ -65,9 +67,16 @@ async fn the_openai_sdk_completes_streams_and_sees_auth_errors() {
     assert_eq!(result["usage"], 4);
     assert_eq!(result["stream_pieces"], 4);
     assert_eq!(result["stream_usage"], 4);
+    // The usage chunk reaches only a client that asked for it; its tokens are logged anyway.
+    assert_eq!(result["plain_stream_pieces"], 4);
+    assert_eq!(result["plain_stream_usage"], Value::Null);
     assert_eq!(
         result["auth_error"],
         serde_json::json!([401, "invalid_api_key", true])
     );
-    assert_eq!(env.events(2, Duration::from_secs(10)).await.len(), 2);
+    let events = env.events(3, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.usage.completion_tokens == 4 && e.usage.source == UsageSource::Reported));
 }

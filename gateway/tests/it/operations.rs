@@ -196,3 +196,75 @@ async fn events_made_while_the_broker_is_away_arrive_once_when_it_is_back() {
     let ready = client.get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "ready once the broker is back");
 }
+
+/// Whether a Prometheus page has a sample of `name`: a counter or gauge series, or a
+/// histogram's count.
+fn has_metric(page: &str, name: &str) -> bool {
+    page.lines().filter(|l| !l.starts_with('#')).any(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(['{', ' ']) || rest.starts_with("_count"))
+    })
+}
+
+/// The sum of `wrapx_gateway_requests_total` over its labels.
+fn requests_total(page: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with("wrapx_gateway_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Every gateway metric of the contract is on the page from the start, at zero, so that a
+/// `rate()` or an alert sees zeros rather than no data; health and readiness probes are not
+/// counted as requests (a probe every few seconds inflated the rate).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_contract_metric_exists_from_the_start_and_probes_are_not_requests() {
+    let env = Env::new(MockConfig::default()).await;
+    // Its start waited for `/healthz`: probes came before the first scrape.
+    let gw = Gateway::start(&env).await;
+    let client = reqwest::Client::new();
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", gw.metrics_port);
+    let scrape = || async {
+        let page = client.get(&metrics_url).send().await.unwrap();
+        page.text().await.unwrap()
+    };
+    let page = scrape().await;
+    for name in [
+        "wrapx_gateway_requests_total",
+        "wrapx_gateway_request_duration_seconds",
+        "wrapx_gateway_upstream_ttfb_seconds",
+        "wrapx_gateway_overhead_seconds",
+        "wrapx_gateway_tokens_total",
+        "wrapx_gateway_rate_limited_total",
+        "wrapx_gateway_events_spooled",
+        "wrapx_gateway_head_timeouts_total",
+    ] {
+        assert!(has_metric(&page, name), "{name} missing from:\n{page}");
+    }
+    assert_eq!(requests_total(&page), 0.0, "{page}");
+
+    for path in ["/healthz", "/readyz", "/healthz", "/readyz"] {
+        let r = client.get(gw.url(path)).send().await.unwrap();
+        assert!(r.status() == 200 || r.status() == 503, "{path}: {r:?}");
+    }
+    // One real request, counted as it ends: the probes before it are not.
+    let api = env.api().await;
+    let r = client
+        .post(gw.chat_url(&api))
+        .bearer_auth(&api.key)
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counted = loop {
+        let page = scrape().await;
+        if requests_total(&page) > 0.0 || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(requests_total(&counted), 1.0, "{counted}");
+}

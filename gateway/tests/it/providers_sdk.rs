@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{Env, Gateway};
-use wrapx_benches::mock_llm::MockConfig;
+use wrapx_benches::mock_llm::{Format, MockConfig};
 use wrapx_core::events::{RequestOutcome, UsageSource};
 
 use bytes::BytesMut;
@@ -206,12 +206,13 @@ out["anthropic_stream"] = {"text": "".join(pieces), "pieces": len(pieces), "stop
 print(json.dumps(out))
 "#;
 
-/// Runs both SDKs against a wrapped API on a provider of `kind` and checks what they got and
-/// what was logged.
-async fn both_sdks_against(kind: &str) {
+/// Runs both SDKs against a wrapped API on a provider of `kind` answering in `format` and
+/// checks what they got and what was logged.
+async fn both_sdks_against(kind: &str, format: Format) {
     let env = Env::new(MockConfig {
         chunks: 4,
         chunk_interval: Duration::from_millis(5),
+        format_default: format,
         ..MockConfig::default()
     })
     .await;
@@ -275,10 +276,22 @@ async fn both_sdks_against(kind: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_sdks_use_a_wrapped_api_on_an_anthropic_provider() {
-    both_sdks_against("anthropic").await;
+    both_sdks_against("anthropic", Format::Compact).await;
+}
+
+/// Spaced JSON (`"usage": {`), as Python servers send it: the stream still ends cleanly for the
+/// SDKs (no error event after `message_stop`) and the tokens are logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sdks_use_a_wrapped_api_on_a_spaced_anthropic_provider() {
+    both_sdks_against("anthropic", Format::Spaced).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sdks_use_a_wrapped_api_on_a_pretty_printing_openai_provider() {
+    both_sdks_against("openai_compatible", Format::Pretty).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_sdks_use_a_wrapped_api_on_an_openai_provider() {
-    both_sdks_against("openai_compatible").await;
+    both_sdks_against("openai_compatible", Format::Compact).await;
 }

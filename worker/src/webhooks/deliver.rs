@@ -27,10 +27,10 @@ use wrapx_core::{
 
 use super::{sign::SigningSecret, ssrf};
 use crate::{
-    consumer,
+    consumer::{self, settle},
     metrics::{self, DeliveryOutcome},
     notifications::{self, NewNotification},
-    outcome::{settle, Outcome, Span},
+    outcome::{Outcome, Span},
     publish::{publish_all, Outgoing},
     Worker,
 };

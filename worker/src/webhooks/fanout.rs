@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wrapx_core::{
     amqp::{self, DELIVERIES_EXCHANGE, DELIVERY_ROUTING_KEY, WEBHOOK_EVENTS_QUEUE},
+    backoff::{Backoff, Jitter},
     events::{Event, WebhookDelivery},
 };
 
 use crate::{
     billing::derived_id,
-    consumer::{self, Backoff},
-    outcome::{settle, Outcome, Span},
+    consumer::{self, settle},
+    outcome::{Outcome, Span},
     publish::{publish_all, Outgoing},
     Worker,
 };
@@ -116,7 +117,9 @@ async fn handle_batch(
         count: events.len() as u64,
     };
     let batch: Vec<&Event> = events.iter().collect();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    // Up to a quarter extra, so several workers do not retry in step.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+        .jitter(Jitter::Extra(0.25));
     loop {
         match fan_out(worker, publisher, &batch).await {
             Ok(published) => {
@@ -141,7 +144,7 @@ async fn handle_batch(
                         settle(channel, WEBHOOK_EVENTS_QUEUE, span, Outcome::Retry).await?;
                         return Ok(());
                     }
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = tokio::time::sleep(backoff.next()) => {}
                 }
             }
         }

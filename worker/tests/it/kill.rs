@@ -32,7 +32,7 @@ async fn a_worker_killed_mid_batch_and_restarted_leaves_exactly_n_rows() {
         .map(|i| Event::Request(request(&account, "gpt-4o-mini", i as u32 % 50, 7)))
         .collect();
 
-    let mut worker = spawn_worker(&env);
+    let worker = spawn_worker(&env);
     let publishing = {
         let channel = channel.clone();
         let events = events.clone();

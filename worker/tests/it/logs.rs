@@ -327,7 +327,7 @@ async fn quota_crossings_notify_once_publish_events_and_counters_follow() {
     )
     .await;
     // The current period on a plan with a quota of 10, as the admin API would leave it.
-    let (start, end) = wrapx_worker::billing::period_of(chrono::Utc::now());
+    let (start, end) = wrapx_worker::billing::period_of(chrono::Utc::now()).unwrap();
     sqlx::query("INSERT INTO billing (id, user_id, plan_type, status, period_start, expires_at, monthly_quota_requests) VALUES ($1, $2, 'starter', 'active', $3, $4, 10)")
         .bind(uuid::Uuid::now_v7()).bind(account.user_id).bind(start).bind(end).execute(&env.pool).await.unwrap();
     sqlx::query(r#"INSERT INTO rate_limits (id, user_id, wrapped_api_id, "limit", window_seconds) VALUES ($1, $2, $3, 100, 86400)"#)
@@ -522,6 +522,30 @@ async fn metrics_count_known_traffic_exactly() {
     // No label carries an account, key or wrapped API id.
     for id in [account.user_id, account.api_id, account.key_id] {
         assert!(!page.contains(&id.to_string()), "an id in the metrics");
+    }
+    worker.stop().await;
+}
+
+/// Every worker metric of the contract is on the page from the start, before any message, each
+/// outcome of the webhook deliveries at zero: a `rate()` or an alert on a series that appears
+/// at its first event misses that event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_contract_metric_exists_from_the_start() {
+    let env = env().await;
+    let worker = env.start().await;
+    let url = format!("http://{}/metrics", worker.metrics);
+    let page = eventually("the metrics page", WAIT, || async {
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    })
+    .await;
+    for series in [
+        r#"wrapx_worker_events_total{queue="wrapx.logs",outcome="done"}"#,
+        r#"wrapx_worker_events_total{queue="wrapx.deliveries",outcome="dead_letter"}"#,
+        "wrapx_worker_batch_seconds_count",
+        r#"wrapx_worker_webhook_deliveries_total{outcome="delivered"}"#,
+        r#"wrapx_worker_webhook_deliveries_total{outcome="failed"}"#,
+    ] {
+        assert_eq!(sample(&page, series), Some(0.0), "{series} in:\n{page}");
     }
     worker.stop().await;
 }

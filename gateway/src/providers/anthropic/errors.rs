@@ -1,94 +1,55 @@
-//! Anthropic error answers → OpenAI's error shape and status.
+//! Anthropic error answers → the gateway's error table, and so OpenAI's shape and status.
+//!
+//! 4xx keep their status (the contract passes a provider's 4xx on); every provider 5xx,
+//! `overloaded_error` (Anthropic's 529) included, is the contract's 502 upstream error, as on
+//! the OpenAI path (`proxy` turns a provider 5xx into 502), and OpenAI SDKs retry 502; the code
+//! still says `provider_overloaded`. Anthropic's `timeout_error` is the contract's 504.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// `(Anthropic error type, OpenAI status, OpenAI type, OpenAI code)`: the table tests pin.
-/// 4xx keep their status (the contract passes a provider's 4xx on); every provider 5xx,
-/// `overloaded_error` (Anthropic's 529) included, is the contract's 502 upstream error, as on
-/// the OpenAI path (`proxy` turns a provider 5xx into 502), and OpenAI SDKs retry 502; the
-/// code still says `provider_overloaded`. Anthropic's `timeout_error` is the contract's 504.
-pub const ERROR_TABLE: &[(&str, u16, &str, &str)] = &[
-    (
-        "invalid_request_error",
-        400,
-        "invalid_request_error",
-        "invalid_request",
-    ),
-    (
-        "authentication_error",
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-    ),
-    (
-        "billing_error",
-        402,
-        "invalid_request_error",
-        "billing_error",
-    ),
-    (
-        "permission_error",
-        403,
-        "permission_error",
-        "permission_denied",
-    ),
-    ("not_found_error", 404, "invalid_request_error", "not_found"),
-    (
-        "request_too_large",
-        413,
-        "invalid_request_error",
-        "request_too_large",
-    ),
-    ("rate_limit_error", 429, "requests", "rate_limit_exceeded"),
-    ("timeout_error", 504, "upstream_error", "gateway_timeout"),
-    ("api_error", 502, "upstream_error", "bad_gateway"),
-    (
-        "overloaded_error",
-        502,
-        "upstream_error",
-        "provider_overloaded",
-    ),
-];
+use crate::{
+    dialect::ProviderDialect,
+    errors::{ErrorKind, GatewayError},
+};
 
-/// Maps an Anthropic error answer to `(status, OpenAI error body)`. The type decides when the
-/// body names a known one; otherwise the status does (4xx kept, 529 overloaded, 5xx → 502).
+/// Maps an Anthropic error answer to `(status, OpenAI error body)`.
 pub fn anthropic_error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let err = &v["error"];
-    let given = err["type"].as_str().unwrap_or("");
-    let row = ERROR_TABLE
-        .iter()
-        .find(|r| r.0 == given)
-        .or_else(|| type_for_status(status).and_then(|t| ERROR_TABLE.iter().find(|r| r.0 == t)));
-    let upstream_status = status;
-    let (status, kind, code) = match row {
-        Some(&(_, s, t, c)) => (s, t, c),
-        None if (400..500).contains(&status) => {
-            (status, "invalid_request_error", "invalid_request")
-        }
-        None => (502, "upstream_error", "bad_gateway"),
-    };
-    let message = err["message"].as_str().map_or_else(
-        || format!("The provider answered with status {upstream_status}."),
-        str::to_owned,
-    );
-    let out = json!({"error": {"message": message, "type": kind, "code": code}});
-    (status, out.to_string().into_bytes())
+    let e = anthropic_error(status, &v);
+    (e.status(), e.body_in(ProviderDialect::OpenAiChat).to_vec())
 }
 
-/// The Anthropic error type a bare status stands for, when the body names none.
-fn type_for_status(status: u16) -> Option<&'static str> {
-    match status {
-        529 => Some("overloaded_error"),
-        504 => Some("timeout_error"),
-        500..=599 => Some("api_error"),
-        s => ERROR_TABLE.iter().find(|r| r.1 == s).map(|r| r.0),
+/// An Anthropic error (`{"type":"error","error":{"type","message"}}`, an answer's body or a
+/// stream's event) as the table's error. Its type decides when it names one of Anthropic's;
+/// otherwise the status does (4xx kept, 529 overloaded, 504 timeout, other 5xx → 502).
+pub fn anthropic_error(status: u16, v: &Value) -> GatewayError {
+    let err = &v["error"];
+    let message = err["message"].as_str().map_or_else(
+        || format!("The provider answered with status {status}."),
+        str::to_owned,
+    );
+    if let Some(kind) = err["type"].as_str().and_then(ErrorKind::of_anthropic_type) {
+        return GatewayError::with_message(kind, message);
+    }
+    let kind = match status {
+        529 => ErrorKind::ProviderOverloaded,
+        504 => ErrorKind::UpstreamTimeout,
+        500..=599 => ErrorKind::UpstreamError,
+        s => ErrorKind::of_provider_status(s),
+    };
+    let e = GatewayError::with_message(kind, message);
+    if status < 500 && kind.status() != status {
+        e.with_status(status)
+    } else {
+        e
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use serde_json::json;
+
     use super::*;
 
     fn check(status: u16, body: &str) -> (u16, Value) {

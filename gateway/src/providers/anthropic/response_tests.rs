@@ -86,7 +86,7 @@ fn unreadable_answers() {
         let e = messages_response_to_chat(body, "r").unwrap_err();
         assert_eq!(e.status(), 502);
         assert_eq!(
-            serde_json::from_slice::<Value>(&e.to_openai_body()).unwrap(),
+            serde_json::from_slice::<Value>(&e.to_error().body()).unwrap(),
             json!({"error": {"message": "The upstream provider failed to answer.",
                 "type": "upstream_error", "code": "bad_gateway"}})
         );

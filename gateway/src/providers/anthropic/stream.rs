@@ -4,7 +4,9 @@ use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 use wrapx_core::events::{Usage, UsageSource};
 
+use crate::errors::{ErrorKind, GatewayError};
 use crate::providers::sse::{SseDecoder, SseEvent};
+use crate::providers::ProviderDialect;
 use crate::providers::{now_secs, openai_usage_json, MAX_PARTIAL_EVENT_BYTES};
 
 /// Translates an Anthropic SSE stream into OpenAI chunks as each upstream event completes.
@@ -195,15 +197,9 @@ impl AnthropicToChatStream {
                 self.end(out);
             }
             "error" => {
-                let e = &v["error"];
-                let (_, body) = super::errors::anthropic_error_to_openai(
-                    502,
-                    json!({"error": {"type": e["type"], "message": e["message"]}})
-                        .to_string()
-                        .as_bytes(),
-                );
+                let error = super::errors::anthropic_error(502, &v);
                 self.error = true;
-                put_data(&body, out);
+                out.put_slice(&error.stream_event(ProviderDialect::OpenAiChat));
                 self.end(out);
             }
             _ => {} // ping and events added later.
@@ -270,9 +266,8 @@ impl AnthropicToChatStream {
 
     fn fail(&mut self, message: &str, out: &mut BytesMut) {
         self.error = true;
-        let e =
-            json!({"error": {"message": message, "type": "upstream_error", "code": "bad_gateway"}});
-        put_data(e.to_string().as_bytes(), out);
+        let error = GatewayError::with_message(ErrorKind::UpstreamError, message.to_owned());
+        out.put_slice(&error.stream_event(ProviderDialect::OpenAiChat));
         self.end(out);
     }
 

@@ -2,7 +2,9 @@
 use serde_json::json;
 
 use super::*;
-use crate::providers::testkit::{data_lines, splits, Rng};
+use wrapx_benches::mock_llm::Format;
+
+use crate::providers::testkit::{data_lines, laid_out, splits, Rng};
 
 /// A text answer with thinking, a tool call, a ping and a multi-byte character, as Anthropic
 /// streams it.
@@ -100,6 +102,26 @@ fn identical_output_for_any_split() {
         let (random, t) = run(TOOL_STREAM.as_bytes(), Some(seed), true);
         assert_eq!(whole, random, "seed {seed}");
         assert_eq!(t.usage().completion_tokens, 42);
+    }
+}
+
+/// Spaced and pretty-printed JSON, multi-line `data:`, comments and CRLF read as the compact
+/// stream does, however split.
+#[test]
+fn every_layout_translates_the_same() {
+    let (want, _) = run(TOOL_STREAM.as_bytes(), None, true);
+    for format in [Format::Spaced, Format::Pretty, Format::Crlf] {
+        let input = laid_out(TOOL_STREAM, format);
+        for mode in [None, Some(0), Some(3), Some(77)] {
+            let (out, t) = run(&input, mode, true);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want),
+                "{format} {mode:?}"
+            );
+            assert!(!t.saw_error(), "{format} {mode:?}");
+            assert_eq!(t.usage().prompt_tokens, 30);
+        }
     }
 }
 

@@ -4,7 +4,9 @@ use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 use wrapx_core::events::{Usage, UsageSource};
 
+use crate::errors::{ErrorKind, GatewayError};
 use crate::providers::sse::{SseDecoder, SseEvent};
+use crate::providers::ProviderDialect;
 use crate::providers::MAX_PARTIAL_EVENT_BYTES;
 
 /// Translates an OpenAI SSE stream into Anthropic's event sequence: `message_start`, then per
@@ -107,7 +109,7 @@ impl ChatToAnthropicStream {
     }
 
     fn event(&mut self, ev: SseEvent, out: &mut BytesMut) {
-        if ev.data == b"[DONE]" {
+        if ev.data.trim_ascii() == b"[DONE]" {
             self.complete(out);
             return;
         }
@@ -115,13 +117,10 @@ impl ChatToAnthropicStream {
             return;
         };
         if v["error"].is_object() {
-            let (_, body) = super::errors::openai_error_to_anthropic(
-                502,
-                json!({"error": v["error"]}).to_string().as_bytes(),
-            );
+            let error = super::errors::openai_error(502, &v);
             self.error = true;
             self.start(out);
-            put_event("error", &body, out);
+            out.put_slice(&error.stream_event(ProviderDialect::AnthropicMessages));
             self.done = true;
             return;
         }
@@ -263,11 +262,8 @@ impl ChatToAnthropicStream {
     fn fail(&mut self, message: &str, out: &mut BytesMut) {
         self.error = true;
         self.start(out);
-        self.emit(
-            "error",
-            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-            out,
-        );
+        let error = GatewayError::with_message(ErrorKind::UpstreamError, message.to_owned());
+        out.put_slice(&error.stream_event(ProviderDialect::AnthropicMessages));
         self.done = true;
     }
 

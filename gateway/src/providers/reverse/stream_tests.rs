@@ -2,7 +2,9 @@
 use serde_json::json;
 
 use super::*;
-use crate::providers::testkit::{splits, Rng};
+use wrapx_benches::mock_llm::Format;
+
+use crate::providers::testkit::{laid_out, splits, Rng};
 
 fn c(delta: Value, finish: Value) -> String {
     let v = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-x",
@@ -245,5 +247,29 @@ fn garbage_never_panics_and_always_ends() {
             tail.contains("event: message_stop") || tail.contains("event: error"),
             "{tail}"
         );
+    }
+}
+
+/// Spaced and pretty-printed JSON, multi-line `data:`, comments and CRLF read as the compact
+/// stream does, however split.
+#[test]
+fn every_layout_translates_the_same() {
+    let stream = tool_stream();
+    let (want, _) = run(stream.as_bytes(), None);
+    for format in [Format::Spaced, Format::Pretty, Format::Crlf] {
+        let input = laid_out(&stream, format);
+        for mode in [None, Some(0), Some(3), Some(77)] {
+            let (out, t) = run(&input, mode);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want),
+                "{format} {mode:?}"
+            );
+            assert!(!t.saw_error(), "{format} {mode:?}");
+            assert_eq!(
+                (t.usage().prompt_tokens, t.usage().completion_tokens),
+                (12, 9)
+            );
+        }
     }
 }

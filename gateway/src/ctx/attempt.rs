@@ -1,0 +1,73 @@
+//! One exchange with the provider: when it started, its first byte, a 5xx it answered, and the
+//! deadlines that watch it. Routing will make several of these per request; the rest of the
+//! request's state does not change for it.
+
+use std::time::{Duration, Instant};
+
+use crate::watchdog::Watchdog;
+
+#[derive(Debug, Default)]
+pub struct Attempt {
+    started: Option<Instant>,
+    ttfb: Option<Duration>,
+    /// The provider answered 5xx (the client gets a 502).
+    upstream_5xx: Option<u16>,
+    /// The first-byte and idle deadlines, once connected.
+    watchdog: Option<Watchdog>,
+}
+
+impl Attempt {
+    /// The exchange starts (`upstream_peer`); a retry by pingora keeps the first start.
+    pub fn start(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    pub fn ttfb(&self) -> Option<Duration> {
+        self.ttfb
+    }
+
+    pub fn upstream_5xx(&self) -> Option<u16> {
+        self.upstream_5xx
+    }
+
+    /// The request is about to go out on a connection: its deadlines start. A retry on another
+    /// connection replaces (and so stops) the previous watchdog.
+    pub fn connected(&mut self, watchdog: Option<Watchdog>) {
+        self.watchdog = watchdog;
+    }
+
+    /// The answer's header arrived with `status`.
+    pub fn answered(&mut self, status: u16) {
+        self.progress();
+        if self.ttfb.is_none() {
+            self.ttfb = self.started.map(|at| at.elapsed());
+        }
+        if status >= 500 {
+            self.upstream_5xx = Some(status);
+        }
+    }
+
+    /// A chunk of the answer arrived: the idle deadline restarts.
+    pub fn progress(&self) {
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.progress();
+        }
+    }
+
+    /// The answer ended (or the request did): the watch stops, before pingora may pool the
+    /// connection.
+    pub fn finish(&self) {
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.finish();
+        }
+    }
+
+    /// Whether a deadline cut the exchange.
+    pub fn timed_out(&self) -> bool {
+        self.watchdog.as_ref().is_some_and(Watchdog::fired)
+    }
+}
