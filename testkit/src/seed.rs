@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 use wrapx_core::{
-    secret::SecuritySettings,
     crypto::{provider_key_aad, webhook_secret_aad, MasterKeys},
     keys::{ApiKey, KeyHasher},
+    secret::SecuritySettings,
     types::EndpointId,
 };
 

@@ -50,14 +50,8 @@ async fn main() {
 
     // Ten accounts, as the gateway would send them.
     let mut accounts = Vec::new();
-    for i in 0..10 {
-        let user = Uuid::now_v7();
-        sqlx::query("INSERT INTO users (id, email, password_hash, name) VALUES ($1, $2, 'x', 'n')")
-            .bind(user)
-            .bind(format!("bench{i}@example.com"))
-            .execute(&pool)
-            .await
-            .unwrap();
+    for _ in 0..10 {
+        let user = wrapx_testkit::seed::User::new().insert(&pool).await;
         accounts.push((user, Uuid::now_v7(), Uuid::now_v7()));
     }
 

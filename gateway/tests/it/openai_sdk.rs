@@ -5,8 +5,8 @@ use std::{process::Command, time::Duration};
 
 use crate::common::{Env, Gateway};
 use serde_json::Value;
-use wrapx_core::events::UsageSource;
 use wrapx_benches::mock_llm::MockConfig;
+use wrapx_core::events::UsageSource;
 
 const SCRIPT: &str = r#"
 import json, sys, openai
