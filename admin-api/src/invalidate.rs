@@ -74,7 +74,8 @@ pub async fn user(state: &AppState, user_id: Uuid) {
     send(state, Vec::new(), vec![Invalidation::User { id: user_id }]).await;
 }
 
-/// The wrapped APIs that use a provider or a tool, for the invalidations of their changes.
+/// The wrapped APIs that use a provider (as their own or as a target of their routing) or a
+/// tool, for the invalidations of their changes; `sql` selects their ids given the one id.
 pub async fn apis_using(state: &AppState, sql: &str, id: Uuid) -> Vec<Uuid> {
     sqlx::query_scalar(sql)
         .bind(id)

@@ -8,13 +8,13 @@ use utoipa::{
 
 use crate::routes::{
     audit_logs, auth, billing, chat, feedback, keys, logs, notifications, operators, projects,
-    prompt_config, providers, rate_limits, tools, webhooks, wrapped_apis,
+    prompt_config, providers, rate_limits, routing, tools, webhooks, wrapped_apis,
 };
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wrap-X admin API", version = "1.0.0",
-         description = "Manage projects, providers, wrapped APIs, keys, prompt configs, tools, webhooks, limits, logs and billing. Errors answer {\"error\":{\"code\",\"message\"}}."),
+         description = "Manage projects, providers, wrapped APIs, keys, prompt configs, routing, tools, webhooks, limits, logs and billing. Errors answer {\"error\":{\"code\",\"message\"}}."),
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::list_sessions, auth::delete_session, auth::me,
         projects::list, projects::create, projects::get, projects::update, projects::delete,
@@ -22,6 +22,7 @@ use crate::routes::{
         wrapped_apis::list, wrapped_apis::create, wrapped_apis::get, wrapped_apis::update, wrapped_apis::delete,
         keys::list, keys::create, keys::revoke,
         prompt_config::get, prompt_config::put, prompt_config::versions, prompt_config::restore,
+        routing::get, routing::put, routing::delete,
         tools::list, tools::create, tools::get, tools::update, tools::delete, tools::list_attached, tools::attach, tools::detach,
         webhooks::list, webhooks::create, webhooks::get, webhooks::update, webhooks::delete, webhooks::test,
         rate_limits::get, rate_limits::put,

@@ -45,6 +45,12 @@ impl CacheNames {
         format!("{}invalidate", self.prefix)
     }
 
+    /// The pub/sub channel on which gateways tell each other of routing targets that fail or
+    /// rest (the gateway's `routing::cooldown`).
+    pub fn cooldown_channel(&self) -> String {
+        format!("{}cooldowns", self.prefix)
+    }
+
     /// The key record, by the key's hash (hex).
     pub fn key_record(&self, key_hash_hex: &str) -> String {
         format!("{}v1:key:{key_hash_hex}", self.prefix)

@@ -98,6 +98,8 @@ pub struct GatewaySettings {
     pub fallback_rate_per_second: u32,
     /// Log one line per request at info (off by default: it costs on the hot path).
     pub access_log: bool,
+    /// Routing: the longest `retry-after` waited out before trying the same target again.
+    pub max_retry_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -162,6 +162,7 @@ mod tests {
             previous_master_keys: previous.iter().map(|p| Secret::new(*p)).collect(),
             hash_pepper: Secret::new(STANDARD.encode([7u8; 32])),
             allow_loopback: true,
+            extra_ca_file: None,
         }
     }
 

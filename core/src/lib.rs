@@ -1,6 +1,6 @@
 //! What two or more Wrap-X binaries share, and nothing else: configuration and its secrets,
 //! domain types, the event schema, the key format and hashing, password hashing, encryption of
-//! provider keys, cache names and invalidation messages, the retry backoff, and connection
+//! provider keys, cache names and invalidation messages, routing, the retry backoff, and connection
 //! set-up for PostgreSQL, Redis and RabbitMQ.
 
 pub mod amqp;
@@ -17,6 +17,7 @@ pub mod password;
 pub mod pricing;
 pub mod prompt;
 pub mod redis_pool;
+pub mod routing;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use base64::{engine::general_purpose::STANDARD, Engine};
+use rustls_pki_types::{pem::PemObject, CertificateDer};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -45,6 +46,11 @@ pub struct SecuritySettings {
     /// Allow upstreams and webhook URLs on loopback. The tests and the demo need it; turn it
     /// off in production.
     pub allow_loopback: bool,
+    /// A PEM file of CA certificates trusted for providers and webhook receivers on top of the
+    /// usual roots (the system's for the gateway, the bundled ones for the worker): for
+    /// self-hosted providers behind an internal CA. Unset by default.
+    #[serde(default)]
+    pub extra_ca_file: Option<String>,
 }
 
 /// A master key as configured: its id and its 32 bytes, wiped from memory when dropped.
@@ -64,7 +70,28 @@ impl SecuritySettings {
     pub fn validate(&self) -> Result<()> {
         self.master_keys()?;
         self.pepper()?;
+        self.extra_ca_certs()?;
         Ok(())
+    }
+
+    /// The certificates of `extra_ca_file` (none when it is unset). A file that cannot be
+    /// read, is not PEM, or holds no certificate is an error naming the setting.
+    pub fn extra_ca_certs(&self) -> Result<Vec<CertificateDer<'static>>> {
+        let Some(path) = self.extra_ca_file.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let setting = "security.extra_ca_file";
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::Config(format!("{setting}: cannot read {path}: {e}")))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("{setting}: {path} is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "{setting}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            )));
+        }
+        Ok(certs)
     }
 
     /// The current master key, and the previous ones; key ids are unique.
@@ -144,6 +171,7 @@ mod tests {
             previous_master_keys: previous.iter().map(|p| Secret::new(*p)).collect(),
             hash_pepper: Secret::new(pepper),
             allow_loopback: true,
+            extra_ca_file: None,
         }
     }
 
@@ -183,6 +211,39 @@ mod tests {
                 err.to_string().contains("security.hash_pepper"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn extra_ca_files_are_read_and_bad_ones_name_the_setting() {
+        let ok = settings(&key("k1", 1), &[], &STANDARD.encode([0u8; 32]));
+        assert!(ok.extra_ca_certs().unwrap().is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("ca.pem");
+        let body = STANDARD.encode([0x30u8, 0x03, 0x02, 0x01, 0x01]);
+        std::fs::write(
+            &good,
+            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"),
+        )
+        .unwrap();
+        let with = |path: &std::path::Path| SecuritySettings {
+            extra_ca_file: Some(path.display().to_string()),
+            ..ok.clone()
+        };
+        assert_eq!(with(&good).extra_ca_certs().unwrap().len(), 1);
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for bad in [dir.path().join("missing.pem"), garbage, broken] {
+            let err = with(&bad).validate().unwrap_err().to_string();
+            assert!(err.contains("security.extra_ca_file"), "{bad:?}: {err}");
         }
     }
 }

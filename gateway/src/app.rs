@@ -1,5 +1,5 @@
-//! Start-up and shutdown: the background tasks (event publisher, invalidation subscriber, cache
-//! sweeper, metrics listener) and the pingora proxy service, all on one tokio runtime this
+//! Start-up and shutdown: the background tasks (event publisher, invalidation and cooldown
+//! subscriber, cache sweeper, metrics listener) and the pingora proxy service, all on one tokio runtime this
 //! module drains at exit.
 //!
 //! pingora's own `Server` sleeps a fixed grace period on SIGTERM; running the proxy service
@@ -26,6 +26,8 @@ use crate::{
     limits::RateLimiter,
     metrics,
     proxy::Gateway,
+    routing::cooldown::Cooldowns,
+    tls::RootsBundle,
     upstream::Timeouts,
 };
 
@@ -75,15 +77,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         Duration::from_millis(g.key_cache_ttl_ms),
         Duration::from_millis(g.negative_cache_ttl_ms),
     ));
+    let redis_timeout = Duration::from_millis(settings.redis.timeout_ms);
+    let cooldowns = Arc::new(Cooldowns::new(redis.clone(), redis_timeout, &names));
     tasks.spawn(invalidation::run(
         settings.redis.url.expose().to_owned(),
         names.invalidation_channel(),
         cache.clone(),
+        cooldowns.clone(),
         background.clone(),
     ));
     tasks.spawn(invalidation::sweep(cache.clone(), background.clone()));
 
-    let redis_timeout = Duration::from_millis(settings.redis.timeout_ms);
     let in_flight = Arc::new(InFlight::default());
     let gateway = Gateway {
         auth: Authenticator {
@@ -95,7 +99,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             master: MasterKeys::from_settings(&settings.security).context("security.master_key")?,
             allow_loopback: settings.security.allow_loopback,
             cache,
+            cooldowns: cooldowns.clone(),
         },
+        cooldowns,
+        max_retry_after: Duration::from_millis(g.max_retry_after_ms),
         limiter: RateLimiter::new(redis, names, g.fallback_rate_per_second, redis_timeout),
         publisher: publisher.clone(),
         in_flight: in_flight.clone(),
@@ -110,7 +117,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         access_log: g.access_log,
     };
 
-    let conf = Arc::new(ServerConf::default());
+    // Built before the proxy, which reads it once; removed when `run` returns.
+    let roots = RootsBundle::build(&settings.security)?;
+    let conf = Arc::new(ServerConf {
+        ca_file: roots.as_ref().map(|r| r.path().display().to_string()),
+        // Routing bounds a request's attempts itself (at most 10, plus one same-target retry
+        // per target and retries on stale pooled connections); pingora's cap only backs it up.
+        max_retries: 32,
+        ..ServerConf::default()
+    });
     let proxy = WithHeadDeadline::new(
         pingora_proxy::http_proxy(&conf, gateway),
         Duration::from_millis(g.header_read_timeout_ms),

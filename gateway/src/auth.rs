@@ -192,6 +192,7 @@ pub struct Authenticator {
     pub master: MasterKeys,
     pub allow_loopback: bool,
     pub cache: Arc<RecordCache>,
+    pub cooldowns: Arc<crate::routing::cooldown::Cooldowns>,
 }
 
 impl Authenticator {
@@ -316,6 +317,15 @@ impl Authenticator {
                 tracing::error!(wrapped_api_id = %id, error = %e, "wrapped API cannot be loaded");
                 GatewayError::new(ErrorKind::UpstreamError)
             })?;
+        if loaded.routing().is_some() {
+            // Targets resting since before this instance heard of them.
+            let ids: Vec<&str> = loaded
+                .targets
+                .iter()
+                .map(|t| t.cooldown_id.as_str())
+                .collect();
+            self.cooldowns.seed(&ids).await;
+        }
         self.cache.put_api(loaded.clone());
         Ok(Some(loaded))
     }

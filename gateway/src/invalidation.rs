@@ -1,6 +1,8 @@
 //! Listens to the admin API's invalidations on Redis pub/sub and drops the named records from
-//! the in-process cache, so a revoked key is refused on every instance within a moment. Its own
-//! reconnect loop: after any gap the whole cache is dropped, since messages may have been missed.
+//! the in-process cache, so a revoked key is refused on every instance within a moment; on the
+//! same connection, hears of routing targets failing or resting on any instance
+//! (`routing::cooldown`). Its own reconnect loop: after any gap the whole cache and the
+//! cooldown knowledge are dropped, since messages may have been missed.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,13 +10,14 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use wrapx_core::{backoff::Backoff, cache::Invalidation};
 
-use crate::auth::RecordCache;
+use crate::{auth::RecordCache, routing::cooldown::Cooldowns};
 
 /// Runs until `shutdown`.
 pub async fn run(
     redis_url: String,
     channel: String,
     cache: Arc<RecordCache>,
+    cooldowns: Arc<Cooldowns>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -24,6 +27,7 @@ pub async fn run(
             let client = redis::Client::open(redis_url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(cooldowns.channel()).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let pubsub = tokio::select! {
@@ -37,6 +41,7 @@ pub async fn run(
                 }
                 // Whatever changed while we were not listening is read afresh.
                 cache.clear();
+                cooldowns.clear();
                 first = false;
                 backoff.reset();
                 let mut messages = pubsub.on_message();
@@ -46,6 +51,10 @@ pub async fn run(
                         m = messages.next() => m,
                     };
                     let Some(message) = message else { break };
+                    if message.get_channel_name() == cooldowns.channel() {
+                        cooldowns.on_message(message.get_payload_bytes());
+                        continue;
+                    }
                     let payload: Vec<u8> = message.get_payload_bytes().to_vec();
                     match serde_json::from_slice::<Invalidation>(&payload) {
                         Ok(inv) => cache.invalidate(&inv),

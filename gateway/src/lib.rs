@@ -18,6 +18,8 @@ pub mod redis_conn;
 pub mod respond;
 pub mod rewrite;
 pub mod routes;
+pub mod routing;
+pub mod tls;
 pub mod upstream;
 pub mod usage;
 pub mod watchdog;

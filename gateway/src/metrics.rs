@@ -20,6 +20,36 @@ pub const REDIS_DURATION: &str = "wrapx_gateway_redis_seconds";
 pub const LIMIT_FALLBACK_TOTAL: &str = "wrapx_gateway_rate_limit_fallback_total";
 /// Connections closed because a request head did not arrive within its deadline.
 pub const HEAD_TIMEOUTS_TOTAL: &str = "wrapx_gateway_head_timeouts_total";
+/// Upstream attempts by what followed them (routing).
+pub const UPSTREAM_ATTEMPTS_TOTAL: &str = "wrapx_gateway_upstream_attempts_total";
+/// Routing targets this instance put to rest.
+pub const TARGET_COOLDOWNS_TOTAL: &str = "wrapx_gateway_target_cooldowns_total";
+
+/// What followed an upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Its answer went to the client.
+    Ok,
+    /// It failed; the same target was tried again.
+    Retried,
+    /// It failed; another target was tried.
+    FellBack,
+    /// It failed and was the last one allowed.
+    Exhausted,
+}
+
+impl AttemptOutcome {
+    const ALL: [Self; 4] = [Self::Ok, Self::Retried, Self::FellBack, Self::Exhausted];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Retried => "retried",
+            Self::FellBack => "fell_back",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
 
 /// Where a key record was found.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +160,24 @@ pub fn head_timeout() {
     metrics::counter!(HEAD_TIMEOUTS_TOTAL).increment(1);
 }
 
+/// One per attempt: the handles are registered once, so the hot path pays an atomic add.
+pub fn upstream_attempt(outcome: AttemptOutcome) {
+    static HANDLES: std::sync::OnceLock<[metrics::Counter; 4]> = std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        AttemptOutcome::ALL
+            .map(|o| metrics::counter!(UPSTREAM_ATTEMPTS_TOTAL, "outcome" => o.label()))
+    });
+    let i = AttemptOutcome::ALL
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or(0);
+    handles[i].increment(1);
+}
+
+pub fn target_cooldown() {
+    metrics::counter!(TARGET_COOLDOWNS_TOTAL).increment(1);
+}
+
 pub fn rate_limited() {
     metrics::counter!(RATE_LIMITED_TOTAL).increment(1);
 }
@@ -186,6 +234,18 @@ pub fn describe() {
         HEAD_TIMEOUTS_TOTAL,
         "Connections closed because a request head was not received in time"
     );
+    metrics::describe_counter!(
+        UPSTREAM_ATTEMPTS_TOTAL,
+        "Upstream attempts by outcome: ok, retried, fell_back, exhausted"
+    );
+    metrics::describe_counter!(
+        TARGET_COOLDOWNS_TOTAL,
+        "Routing targets put to rest after failing too often in a row"
+    );
+    for outcome in AttemptOutcome::ALL {
+        metrics::counter!(UPSTREAM_ATTEMPTS_TOTAL, "outcome" => outcome.label()).increment(0);
+    }
+    metrics::counter!(TARGET_COOLDOWNS_TOTAL).increment(0);
     metrics::counter!(RATE_LIMITED_TOTAL).increment(0);
     metrics::counter!(HEAD_TIMEOUTS_TOTAL).increment(0);
     metrics::counter!(LIMIT_FALLBACK_TOTAL).increment(0);

@@ -1,6 +1,6 @@
 //! The records the hot path reads: the key record (by the key's hash) and the wrapped API
 //! record, in their stored form (Redis JSON, filled from PostgreSQL on a cold miss) and in their
-//! loaded form (provider key decrypted once, prompt compiled once, upstream resolved once).
+//! loaded form (provider keys decrypted once, prompt compiled once, upstreams resolved once).
 
 use std::sync::Arc;
 
@@ -12,11 +12,15 @@ use uuid::Uuid;
 use wrapx_core::{
     crypto::{provider_key_aad, MasterKeys},
     prompt::{CompiledPrompt, Example, PromptConfig},
+    routing::Routing,
     types::{ProviderKind, SystemMessagePolicy},
 };
 use zeroize::Zeroizing;
 
-use crate::{providers::thinking::ThinkingConfig, upstream::UpstreamTarget};
+use crate::{
+    providers::{thinking::ThinkingConfig, ProviderDialect},
+    upstream::UpstreamTarget,
+};
 
 /// What the gateway knows of one key. Never holds the key itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,18 +64,61 @@ pub struct ApiRecord {
     pub thinking: Option<ThinkingConfig>,
     pub rate_limit: Option<RateLimitRecord>,
     pub config_version: Option<i32>,
+    /// The API's routing, when it has one; without it the provider and model above are the
+    /// one target.
+    #[serde(default)]
+    pub routing: Option<RoutingRecord>,
 }
 
-/// A wrapped API ready for requests. The provider key is decrypted once and wiped on drop.
+/// A routing as stored, with what the gateway needs of each target's provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingRecord {
+    pub policy: Routing,
+    /// The providers the targets name (each once); a target whose provider is missing here
+    /// (deleted since) is left out.
+    pub providers: Vec<ProviderRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderRecord {
+    pub id: Uuid,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key_ciphertext: String,
+}
+
+/// A wrapped API ready for requests. Provider keys are decrypted once and wiped on drop.
 pub struct LoadedApi {
     pub record: ApiRecord,
-    /// `Bearer <provider key>`.
-    pub authorization: Zeroizing<String>,
     /// The compiled system message and few-shot turns, as chat messages, in order.
     pub prefix_messages: Vec<Value>,
-    pub upstream: UpstreamTarget,
+    /// Where attempts go: the routing's targets in their order, or the API's own provider and
+    /// model alone. Never empty.
+    pub targets: Vec<LoadedTarget>,
     /// The `/v1/models` answer.
     pub models_body: bytes::Bytes,
+}
+
+/// One provider and model an attempt can go to.
+pub struct LoadedTarget {
+    pub provider_id: Uuid,
+    pub kind: ProviderKind,
+    pub dialect: ProviderDialect,
+    pub model: String,
+    pub weight: u32,
+    /// `Bearer <provider key>`, shared by the targets of one provider.
+    pub authorization: Arc<Zeroizing<String>>,
+    pub upstream: UpstreamTarget,
+    /// Names the target in the shared cooldown state: the API, provider and model.
+    pub cooldown_id: String,
+}
+
+impl LoadedApi {
+    /// The routing's retry and cooldown settings; `None` without a routing (one attempt, no
+    /// cooldowns: an API that does not use routing does not pay for it).
+    pub fn routing(&self) -> Option<&Routing> {
+        self.record.routing.as_ref().map(|r| &r.policy)
+    }
 }
 
 impl std::fmt::Debug for LoadedApi {
@@ -89,6 +136,8 @@ pub enum LoadError {
     Decrypt(#[from] wrapx_core::crypto::CryptoError),
     #[error("the provider base URL is unusable: {0}")]
     Upstream(String),
+    #[error("no routing target could be loaded")]
+    NoTarget,
 }
 
 impl LoadedApi {
@@ -97,16 +146,59 @@ impl LoadedApi {
         keys: &MasterKeys,
         allow_loopback: bool,
     ) -> Result<Arc<Self>, LoadError> {
-        let plain = keys.decrypt(
-            &record.api_key_ciphertext,
-            &provider_key_aad(record.provider_id, record.user_id),
-        )?;
-        let mut authorization = Zeroizing::new(String::with_capacity(7 + plain.len()));
-        authorization.push_str("Bearer ");
-        authorization.push_str(&String::from_utf8_lossy(&plain));
-        let upstream = UpstreamTarget::resolve(&record.base_url, allow_loopback)
-            .await
-            .map_err(LoadError::Upstream)?;
+        let own = ProviderRecord {
+            id: record.provider_id,
+            kind: record.provider,
+            base_url: record.base_url.clone(),
+            api_key_ciphertext: record.api_key_ciphertext.clone(),
+        };
+        let targets = match &record.routing {
+            None => vec![
+                load_target(
+                    &record,
+                    &own,
+                    &record.model,
+                    1,
+                    keys,
+                    allow_loopback,
+                    &mut Vec::new(),
+                )
+                .await?,
+            ],
+            Some(routing) => {
+                let mut loaded = Vec::with_capacity(routing.policy.targets.len());
+                // Each provider's key is decrypted and its address resolved once.
+                let mut seen = Vec::new();
+                for t in &routing.policy.targets {
+                    let Some(provider) = routing.providers.iter().find(|p| p.id == t.provider_id)
+                    else {
+                        tracing::warn!(wrapped_api_id = %record.id, provider_id = %t.provider_id, "a routing target's provider is gone: target left out");
+                        continue;
+                    };
+                    // One target that cannot be loaded must not take the others down with it.
+                    match load_target(
+                        &record,
+                        provider,
+                        &t.model,
+                        t.weight,
+                        keys,
+                        allow_loopback,
+                        &mut seen,
+                    )
+                    .await
+                    {
+                        Ok(target) => loaded.push(target),
+                        Err(e) => {
+                            tracing::error!(wrapped_api_id = %record.id, provider_id = %t.provider_id, error = %e, "a routing target cannot be loaded: target left out")
+                        }
+                    }
+                }
+                if loaded.is_empty() {
+                    return Err(LoadError::NoTarget);
+                }
+                loaded
+            }
+        };
         let prefix_messages = prefix_messages(&record.prompt);
         let models_body = json!({
             "object": "list",
@@ -116,12 +208,53 @@ impl LoadedApi {
         .into();
         Ok(Arc::new(Self {
             record,
-            authorization,
             prefix_messages,
-            upstream,
+            targets,
             models_body,
         }))
     }
+}
+
+/// A provider's key and address, loaded once per API load.
+type LoadedProvider = (Uuid, Arc<Zeroizing<String>>, UpstreamTarget);
+
+async fn load_target(
+    record: &ApiRecord,
+    provider: &ProviderRecord,
+    model: &str,
+    weight: u32,
+    keys: &MasterKeys,
+    allow_loopback: bool,
+    seen: &mut Vec<LoadedProvider>,
+) -> Result<LoadedTarget, LoadError> {
+    let (authorization, upstream) = match seen.iter().find(|(id, ..)| *id == provider.id) {
+        Some((_, authorization, upstream)) => (Arc::clone(authorization), upstream.clone()),
+        None => {
+            let plain = keys.decrypt(
+                &provider.api_key_ciphertext,
+                &provider_key_aad(provider.id, record.user_id),
+            )?;
+            let mut authorization = Zeroizing::new(String::with_capacity(7 + plain.len()));
+            authorization.push_str("Bearer ");
+            authorization.push_str(&String::from_utf8_lossy(&plain));
+            let authorization = Arc::new(authorization);
+            let upstream = UpstreamTarget::resolve(&provider.base_url, allow_loopback)
+                .await
+                .map_err(LoadError::Upstream)?;
+            seen.push((provider.id, Arc::clone(&authorization), upstream.clone()));
+            (authorization, upstream)
+        }
+    };
+    Ok(LoadedTarget {
+        provider_id: provider.id,
+        kind: provider.kind,
+        dialect: ProviderDialect::of(provider.kind),
+        model: model.to_owned(),
+        weight,
+        authorization,
+        upstream,
+        cooldown_id: format!("{}:{}:{model}", record.id, provider.id),
+    })
 }
 
 /// The system message first, then each example as a user turn and an assistant turn.
@@ -164,7 +297,7 @@ pub async fn key_from_db(db: &PgPool, key_hash: &str) -> sqlx::Result<Option<Key
 pub async fn api_from_db(db: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiRecord>> {
     let Some(r) = sqlx::query(
         r#"SELECT w.id, w.user_id, w.endpoint_id, w.model, w.is_active, u.is_active AS owner_active,
-                  w.system_message_policy, w.max_tokens_cap,
+                  w.system_message_policy, w.max_tokens_cap, w.routing,
                   p.id AS provider_id, p.provider_name, p.api_base_url, p.api_key_ciphertext,
                   pc.role, pc.instructions, pc.rules, pc.behavior, pc.tone, pc.examples, pc.current_version,
                   rl."limit" AS rl_limit, rl.window_seconds AS rl_window
@@ -219,6 +352,11 @@ pub async fn api_from_db(db: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiRecord
     .bind(id)
     .fetch_all(db)
     .await?;
+    let routing: Option<Value> = r.try_get("routing")?;
+    let routing = match routing {
+        Some(stored) => Some(routing_record(db, r.try_get("user_id")?, stored).await?),
+        None => None,
+    };
     let mut tools = Vec::new();
     let mut thinking = None;
     for t in stored {
@@ -259,7 +397,39 @@ pub async fn api_from_db(db: &PgPool, id: Uuid) -> sqlx::Result<Option<ApiRecord
             _ => None,
         },
         config_version: r.try_get("current_version")?,
+        routing,
     }))
+}
+
+/// A stored routing with its targets' providers (the owner's only).
+async fn routing_record(db: &PgPool, user_id: Uuid, stored: Value) -> sqlx::Result<RoutingRecord> {
+    let policy: Routing =
+        serde_json::from_value(stored).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let rows = sqlx::query(
+        "SELECT id, provider_name, api_base_url, api_key_ciphertext FROM llm_providers
+         WHERE id = ANY($1) AND user_id = $2",
+    )
+    .bind(policy.provider_ids())
+    .bind(user_id)
+    .fetch_all(db)
+    .await?;
+    let mut providers = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get("provider_name")?;
+        let kind: ProviderKind = name
+            .parse()
+            .map_err(|e: wrapx_core::types::UnknownVariant| sqlx::Error::Decode(e.into()))?;
+        let base_url: Option<String> = row.try_get("api_base_url")?;
+        providers.push(ProviderRecord {
+            id: row.try_get("id")?,
+            kind,
+            base_url: base_url
+                .or_else(|| kind.default_base_url().map(str::to_owned))
+                .unwrap_or_default(),
+            api_key_ciphertext: row.try_get("api_key_ciphertext")?,
+        });
+    }
+    Ok(RoutingRecord { policy, providers })
 }
 
 /// A stored tool as an OpenAI Chat Completions `tools` entry. Only function tools exist in that
@@ -307,16 +477,20 @@ pub(crate) mod testing {
             thinking: None,
             rate_limit: None,
             config_version: None,
+            routing: None,
         }
     }
 
     impl LoadedApi {
         /// A loaded API for `record` without decryption or resolution (upstream on port 1).
         pub fn for_tests(record: ApiRecord) -> Self {
-            Self {
-                record,
-                authorization: Zeroizing::new("Bearer test".to_owned()),
-                prefix_messages: Vec::new(),
+            let target = LoadedTarget {
+                provider_id: record.provider_id,
+                kind: record.provider,
+                dialect: ProviderDialect::of(record.provider),
+                model: record.model.clone(),
+                weight: 1,
+                authorization: Arc::new(Zeroizing::new("Bearer test".to_owned())),
                 upstream: crate::upstream::UpstreamTarget {
                     addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
                     tls: false,
@@ -325,6 +499,12 @@ pub(crate) mod testing {
                     chat_path: "/v1/chat/completions".into(),
                     messages_path: "/v1/messages".into(),
                 },
+                cooldown_id: String::new(),
+            };
+            Self {
+                record,
+                prefix_messages: Vec::new(),
+                targets: vec![target],
                 models_body: bytes::Bytes::new(),
             }
         }

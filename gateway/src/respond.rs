@@ -46,16 +46,23 @@ pub async fn error(
 
 /// Writes a refusal on a connection pingora closes afterwards (`fail_to_proxy`): the answer says
 /// `connection: close` and is flushed whole before the connection goes.
+///
+/// `attempts`: the upstream attempts made, for `x-wrapx-attempts`, when the request was
+/// forwarded.
 pub async fn final_error(
     session: &mut Session,
     request_id: Uuid,
     error: &GatewayError,
+    attempts: Option<u32>,
 ) -> pingora_error::Result<()> {
     let body = error.body();
-    let mut resp = ResponseHeader::build(error.status(), Some(4))?;
+    let mut resp = ResponseHeader::build(error.status(), Some(5))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("x-request-id", request_id.to_string())?;
+    if let Some(n) = attempts {
+        resp.insert_header("x-wrapx-attempts", n.to_string())?;
+    }
     session
         .as_downstream_mut()
         .write_error_response(resp, body)

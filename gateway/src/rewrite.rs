@@ -6,7 +6,10 @@
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use wrapx_core::{prompt::Example, types::SystemMessagePolicy};
+use wrapx_core::{
+    prompt::Example,
+    types::{ProviderKind, SystemMessagePolicy},
+};
 
 use crate::{
     errors::GatewayError,
@@ -42,8 +45,17 @@ pub struct Rewritten {
     pub client_include_usage: bool,
 }
 
+/// Where a rewritten body goes: one routing target's provider kind and model (the API's own
+/// without a routing).
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub kind: ProviderKind,
+    pub dialect: ProviderDialect,
+    pub model: &'a str,
+}
+
 /// Parses, checks and rewrites the client's body for `api`: the client speaks `client`'s
-/// dialect, the body leaves in `provider`'s.
+/// dialect, the body leaves in `to`'s, for its model.
 ///
 /// An Anthropic client's body on an OpenAI-compatible provider is translated first, then
 /// rewritten like any chat request; an OpenAI client's body for an Anthropic provider is
@@ -51,7 +63,7 @@ pub struct Rewritten {
 pub fn rewrite(
     raw: &[u8],
     client: ProviderDialect,
-    provider: ProviderDialect,
+    to: Destination<'_>,
     api: &ApiRecord,
     prefix_messages: &[Value],
     event_data_max_bytes: usize,
@@ -83,12 +95,14 @@ pub fn rewrite(
         .and_then(|o| o.get("include_usage"))
         == Some(&Value::Bool(true));
 
-    let (body, prompt_chars) = match (client, provider) {
-        (ProviderDialect::OpenAiChat, ProviderDialect::OpenAiChat) => {
-            with_thinking(rewrite_chat(body, stream, api, prefix_messages)?, api)
-        }
+    let (body, prompt_chars) = match (client, to.dialect) {
+        (ProviderDialect::OpenAiChat, ProviderDialect::OpenAiChat) => with_thinking(
+            rewrite_chat(body, stream, api, to, prefix_messages)?,
+            api,
+            to,
+        ),
         (ProviderDialect::OpenAiChat, ProviderDialect::AnthropicMessages) => {
-            let (chat, chars) = rewrite_chat(body, stream, api, prefix_messages)?;
+            let (chat, chars) = rewrite_chat(body, stream, api, to, prefix_messages)?;
             let messages = chat_to_messages(
                 &Value::Object(chat),
                 api.max_tokens_cap.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS),
@@ -100,12 +114,13 @@ pub fn rewrite(
         (ProviderDialect::AnthropicMessages, ProviderDialect::OpenAiChat) => {
             let chat = messages_to_chat(&Value::Object(body)).map_err(refused)?;
             with_thinking(
-                rewrite_chat(as_object(chat)?, stream, api, prefix_messages)?,
+                rewrite_chat(as_object(chat)?, stream, api, to, prefix_messages)?,
                 api,
+                to,
             )
         }
         (ProviderDialect::AnthropicMessages, ProviderDialect::AnthropicMessages) => {
-            with_thinking(rewrite_messages(body, api)?, api)
+            with_thinking(rewrite_messages(body, api, to)?, api, to)
         }
     };
 
@@ -125,12 +140,13 @@ pub fn rewrite(
 fn with_thinking(
     (body, chars): (Map<String, Value>, usize),
     api: &ApiRecord,
+    to: Destination<'_>,
 ) -> (Map<String, Value>, usize) {
     let Some(thinking) = &api.thinking else {
         return (body, chars);
     };
     let mut body = Value::Object(body);
-    apply_thinking(api.provider, &mut body, thinking);
+    apply_thinking(to.kind, &mut body, thinking);
     match body {
         Value::Object(body) => (body, chars),
         _ => (Map::new(), chars), // apply_thinking keeps an object an object
@@ -156,6 +172,7 @@ fn rewrite_chat(
     mut body: Map<String, Value>,
     stream: bool,
     api: &ApiRecord,
+    to: Destination<'_>,
     prefix_messages: &[Value],
 ) -> Result<(Map<String, Value>, usize), GatewayError> {
     for field in ["max_tokens", "max_completion_tokens", "n"] {
@@ -203,7 +220,7 @@ fn rewrite_chat(
         messages.push(message);
     }
     body.insert("messages".into(), Value::Array(messages));
-    body.insert("model".into(), Value::String(api.model.clone()));
+    body.insert("model".into(), Value::String(to.model.to_owned()));
 
     if stream {
         let options = body
@@ -257,6 +274,7 @@ fn client_system_allowed(api: &ApiRecord) -> Result<bool, GatewayError> {
 fn rewrite_messages(
     mut body: Map<String, Value>,
     api: &ApiRecord,
+    to: Destination<'_>,
 ) -> Result<(Map<String, Value>, usize), GatewayError> {
     match body.get("max_tokens") {
         Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
@@ -324,7 +342,7 @@ fn rewrite_messages(
         messages.push(message);
     }
     body.insert("messages".into(), Value::Array(messages));
-    body.insert("model".into(), Value::String(api.model.clone()));
+    body.insert("model".into(), Value::String(to.model.to_owned()));
 
     if !api.tools.is_empty() {
         let ours = api
@@ -414,9 +432,26 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
-    use wrapx_core::{prompt::CompiledPrompt, types::ProviderKind};
+    use wrapx_core::prompt::CompiledPrompt;
 
     const CHAT: ProviderDialect = ProviderDialect::OpenAiChat;
+
+    /// The rewrite for the API's own provider kind and model, in `provider`'s dialect.
+    pub(super) fn rewrite(
+        raw: &[u8],
+        client: ProviderDialect,
+        provider: ProviderDialect,
+        api: &ApiRecord,
+        prefix: &[Value],
+        max: usize,
+    ) -> Result<Rewritten, GatewayError> {
+        let to = Destination {
+            kind: api.provider,
+            dialect: provider,
+            model: &api.model,
+        };
+        super::rewrite(raw, client, to, api, prefix, max)
+    }
     const MESSAGES: ProviderDialect = ProviderDialect::AnthropicMessages;
 
     fn api(policy: SystemMessagePolicy) -> ApiRecord {
@@ -683,6 +718,7 @@ mod junk {
     use serde_json::{json, Value};
 
     use super::*;
+    use tests::rewrite;
 
     const DIALECTS: [(ProviderDialect, ProviderDialect); 4] = [
         (ProviderDialect::OpenAiChat, ProviderDialect::OpenAiChat),

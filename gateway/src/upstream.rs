@@ -200,7 +200,7 @@ impl FailureClass {
             (
                 _,
                 ConnectRefused | ConnectNoRoute | ConnectError | ConnectionClosed
-                | TLSHandshakeFailure,
+                | TLSHandshakeFailure | InvalidCert | HandshakeError,
             ) => Self::Upstream,
             _ => Self::Internal,
         }

@@ -1,7 +1,7 @@
 //! The Wrap-X test kit (a dev-dependency only): per-test backends ([`backends`]), rows seeded
 //! as the admin API would write them ([`seed`]), one way to wait for something ([`eventually`]),
-//! servers on port 0 whose bound address is read back ([`net`], [`process`]), and a
-//! private Redis to stop and start ([`redis`]).
+//! servers on port 0 whose bound address is read back ([`net`], [`process`]), a
+//! private Redis to stop and start ([`redis`]), and a test CA for HTTPS servers ([`tls`]).
 
 // A test kit fails the test that calls it: panicking is how it reports.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -11,6 +11,7 @@ pub mod net;
 pub mod process;
 pub mod redis;
 pub mod seed;
+pub mod tls;
 mod wait;
 
 pub use wait::{eventually, eventually_true};

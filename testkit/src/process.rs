@@ -59,6 +59,29 @@ impl Process {
         .await
     }
 
+    /// Every JSON log line so far, oldest first.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The first log line `matches` accepts, waiting up to `within` for it.
+    pub async fn logged(
+        &self,
+        what: &str,
+        within: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(&format!("the log line {what}"), within, || async {
+            self.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| matches(l))
+                .cloned()
+        })
+        .await
+    }
+
     pub fn sigterm(&self) {
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -56,11 +56,23 @@ impl Worker {
         let pool = wrapx_core::db::pool(&settings.database)?;
         let pricing = Pricing::load(Path::new(&settings.worker.pricing_file))?;
         let keys = MasterKeys::from_settings(&settings.security)?;
+        // Trusted on top of the bundled roots, for receivers behind an internal CA.
+        let extra_roots = settings
+            .security
+            .extra_ca_certs()?
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der.as_ref()))
+            .collect::<reqwest::Result<Vec<_>>>()
+            .context("security.extra_ca_file")?;
         let http = webhooks::ssrf::client(
             settings.security.allow_loopback,
             Duration::from_millis(settings.worker.webhook_timeout_ms),
+            &extra_roots,
         )
-        .context("build the webhook HTTP client")?;
+        .with_context(|| match extra_roots.is_empty() {
+            true => "build the webhook HTTP client".to_owned(),
+            false => "build the webhook HTTP client with security.extra_ca_file".to_owned(),
+        })?;
         Ok(Self {
             settings,
             pool,

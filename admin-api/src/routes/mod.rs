@@ -13,6 +13,7 @@ pub mod projects;
 pub mod prompt_config;
 pub mod providers;
 pub mod rate_limits;
+pub mod routing;
 pub mod tools;
 pub mod webhooks;
 pub mod wrapped_apis;
@@ -87,6 +88,10 @@ pub fn api() -> Router<AppState> {
         .route(
             "/wrapped-apis/{id}/prompt-config/versions/{version}/restore",
             post(prompt_config::restore),
+        )
+        .route(
+            "/wrapped-apis/{id}/routing",
+            get(routing::get).put(routing::put).delete(routing::delete),
         )
         .route("/tools", get(tools::list).post(tools::create))
         .route(

@@ -61,7 +61,15 @@ pub struct UpdateProvider {
 
 const COLUMNS: &str =
     "id, provider_name, display_name, api_key_hint, api_base_url, created_at, updated_at";
-const APIS_USING: &str = "SELECT id FROM wrapped_apis WHERE provider_id = $1";
+/// The wrapped APIs that use a provider: as their own provider or as a target of their routing.
+const APIS_USING: &str = "SELECT id FROM wrapped_apis WHERE provider_id = $1 OR routing @> \
+     jsonb_build_object('targets', jsonb_build_array(jsonb_build_object('provider_id', $1::text)))";
+/// Whether a provider is a target of a wrapped API's routing (its own provider is guarded by
+/// the foreign key).
+const ROUTED_TO: &str = "SELECT EXISTS (SELECT 1 FROM wrapped_apis WHERE user_id = $2 AND routing @> \
+     jsonb_build_object('targets', jsonb_build_array(jsonb_build_object('provider_id', $1::text))))";
+/// What a delete of a provider in use answers.
+const IN_USE: &str = "the provider is still used by wrapped APIs";
 
 fn check_api_key(key: &str) -> ApiResult<String> {
     let n = key.chars().count();
@@ -234,15 +242,31 @@ pub async fn delete(
     PathParams(id): PathParams<Uuid>,
 ) -> ApiResult<StatusCode> {
     let mut tx = state.db.begin().await?;
+    // The row's lock waits for a routing change that is making it a target (it holds a key-share
+    // lock on it until its commit), so the check below sees that routing.
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM llm_providers WHERE id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(id)
+    .bind(auth.user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    found.ok_or(ApiError::NotFound("provider"))?;
+    let routed_to: bool = sqlx::query_scalar(ROUTED_TO)
+        .bind(id)
+        .bind(auth.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if routed_to {
+        return Err(ApiError::Conflict(IN_USE.into()));
+    }
     let done = sqlx::query("DELETE FROM llm_providers WHERE id = $1 AND user_id = $2")
         .bind(id)
         .bind(auth.user_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict("the provider is still used by wrapped APIs".into())
-            }
+            ApiError::Conflict(_) => ApiError::Conflict(IN_USE.into()),
             other => other,
         })?;
     if done.rows_affected() == 0 {

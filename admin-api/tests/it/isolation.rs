@@ -80,6 +80,19 @@ fn routes_with_ids(
             format!("/wrapped-apis/{api}/prompt-config/versions/1/restore"),
             None,
         ),
+        (Method::GET, format!("/wrapped-apis/{api}/routing"), None),
+        (
+            Method::PUT,
+            format!("/wrapped-apis/{api}/routing"),
+            body(json!({"targets": [{"provider_id": b.provider, "model": "m"}]})),
+        ),
+        (Method::DELETE, format!("/wrapped-apis/{api}/routing"), None),
+        // Routing one's own API to another's provider.
+        (
+            Method::PUT,
+            format!("/wrapped-apis/{}/routing", b.api),
+            body(json!({"targets": [{"provider_id": pr, "model": "m"}]})),
+        ),
         (Method::GET, format!("/tools/{t}"), None),
         (
             Method::PATCH,

@@ -249,6 +249,12 @@ async fn changes_that_affect_the_hot_path_invalidate_the_cache() {
             format!("/wrapped-apis/{api}/rate-limit"),
             Some(json!({"limit": 5, "window_seconds": 10})),
         ),
+        (
+            Method::PUT,
+            format!("/wrapped-apis/{api}/routing"),
+            Some(json!({"targets": [{"provider_id": built.provider, "model": "m"}]})),
+        ),
+        (Method::DELETE, format!("/wrapped-apis/{api}/routing"), None),
     ];
     for (method, path, body) in changes {
         seed(&mut conn, &[&key_record, &api_record]).await;

@@ -69,6 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         prompt_tokens: args.prompt_tokens,
         record: !args.no_record,
+        tls: None,
     };
     let mock = mock_llm::spawn(config)
         .await

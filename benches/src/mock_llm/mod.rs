@@ -34,6 +34,7 @@ mod request;
 mod router;
 mod server;
 mod state;
+mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use tokio_util::task::TaskTracker;
 pub use behavior::{Behavior, UnknownBehavior};
 pub use format::{Format, UnknownFormat};
 pub use record::{MockStats, RecordedRequest, MAX_RECORDED};
+pub use tls::MockTls;
 
 use state::Shared;
 
@@ -69,6 +71,8 @@ pub struct MockConfig {
     pub prompt_tokens: u32,
     /// Keep the last `MAX_RECORDED` requests; turn off for benchmarks.
     pub record: bool,
+    /// Serve HTTPS with this certificate instead of plain HTTP (`base_url` is then `https`).
+    pub tls: Option<MockTls>,
 }
 
 impl Default for MockConfig {
@@ -83,25 +87,31 @@ impl Default for MockConfig {
             latency: Duration::ZERO,
             prompt_tokens: 10,
             record: true,
+            tls: None,
         }
     }
 }
 
 /// Binds the listener and starts serving in the background on the current tokio runtime.
+/// With `config.tls`, a certificate or key that cannot be read is an `InvalidInput` error.
 ///
 /// The server stops when `shutdown` is awaited or the handle is dropped.
 pub async fn spawn(config: MockConfig) -> std::io::Result<MockHandle> {
+    let acceptor = config.tls.as_ref().map(MockTls::acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let tls = acceptor.is_some();
     let shared = Arc::new(Shared::new(config));
     let tasks = TaskTracker::new();
     tasks.spawn(server::accept_loop(
         listener,
+        acceptor,
         Arc::clone(&shared),
         tasks.clone(),
     ));
     Ok(MockHandle {
         addr,
+        tls,
         shared,
         tasks,
     })
@@ -111,6 +121,8 @@ pub async fn spawn(config: MockConfig) -> std::io::Result<MockHandle> {
 #[derive(Debug)]
 pub struct MockHandle {
     addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    tls: bool,
     shared: Arc<Shared>,
     /// The accept loop and every connection task.
     tasks: TaskTracker,
@@ -122,9 +134,12 @@ impl MockHandle {
         self.addr
     }
 
-    /// `http://<ip>:<port>/v1`, the base URL an OpenAI or Anthropic client expects.
+    /// `http://<ip>:<port>/v1` (`https://` with TLS), the base URL an OpenAI or Anthropic
+    /// client expects. A TLS client checking the certificate's name wants
+    /// `https://localhost:<port>/v1` instead when the certificate names `localhost`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/v1", self.addr)
     }
 
     /// The recorded requests, oldest first (empty when recording is off).
@@ -144,6 +159,29 @@ impl MockHandle {
     /// Sets the behaviour for requests that do not name one by header or model.
     pub fn set_behavior(&self, b: Behavior) {
         self.shared.behavior.set(b);
+    }
+
+    /// The next `n` chat or messages requests get `behavior` whatever they ask for (by
+    /// header, model or `set_behavior`); then the usual choice resumes. Routing tests use it for
+    /// a provider that fails a few times and recovers.
+    pub fn fail_next(&self, n: usize, behavior: Behavior) {
+        let mut scripted = self
+            .shared
+            .scripted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *scripted = (n > 0).then_some((n, behavior));
+    }
+
+    /// The `retry-after` header of every error answer from now on (`None`: none at all). By
+    /// default a 429 carries `retry-after: 1` and other errors none.
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        let mut retry_after = self
+            .shared
+            .retry_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *retry_after = Some(value.map(str::to_owned));
     }
 
     /// Sets the layout for requests that do not name one by header or model.

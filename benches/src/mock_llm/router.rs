@@ -112,8 +112,9 @@ async fn answer(
         }
     };
     let summary = RequestSummary::parse(body);
-    let behavior = plan
-        .header_behavior
+    let behavior = shared
+        .take_scripted()
+        .or(plan.header_behavior)
         .or_else(|| {
             summary
                 .as_ref()
@@ -141,7 +142,9 @@ async fn answer(
         Behavior::Status(code) => {
             delay(plan.latency).await;
             let message = format!("mock error: status {code}");
-            return Ok(error(provider, code, &message, format));
+            let mut response = error(provider, code, &message, format);
+            set_retry_after(shared, &mut response);
+            return Ok(response);
         }
         Behavior::ErrorIn200 => {
             delay(plan.latency).await;
@@ -260,6 +263,21 @@ fn error(provider: Provider, status: u16, message: &str, format: Format) -> Resp
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// `MockHandle::set_retry_after`'s header, when it was called.
+fn set_retry_after(shared: &Shared, response: &mut Response<MockBody>) {
+    let configured = shared
+        .retry_after
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(value) = configured else { return };
+    let headers = response.headers_mut();
+    headers.remove(RETRY_AFTER);
+    if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(RETRY_AFTER, value);
+    }
 }
 
 pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<MockBody> {

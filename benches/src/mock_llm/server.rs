@@ -1,5 +1,6 @@
-//! The accept loop and one task per connection (HTTP/1.1 with keep-alive), both stopped by the
-//! shared shutdown token and tracked so `shutdown` can wait for them.
+//! The accept loop and one task per connection (HTTP/1.1 with keep-alive, over TLS when the
+//! mock has a certificate), both stopped by the shared shutdown token and tracked so
+//! `shutdown` can wait for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::router;
@@ -17,8 +20,18 @@ use super::state::Shared;
 /// and stalled answers end at once on shutdown, so only slow, paced streams use it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// Accepts connections until shutdown, serving each on its own tracked task.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tasks: TaskTracker) {
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until shutdown, serving each on its own tracked task; with `tls`, each
+/// connection's handshake runs on its task first, and one that fails (an untrusting client, a
+/// plain-HTTP request) is closed without reaching the router, so it is never recorded.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+) {
     let mut http = http1::Builder::new();
     http.keep_alive(true);
     loop {
@@ -28,7 +41,13 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, task
         };
         match accepted {
             Ok((stream, _peer)) => {
-                tasks.spawn(serve(http.clone(), stream, Arc::clone(&shared)));
+                // Streaming events are small writes that must leave at once.
+                let _ = stream.set_nodelay(true);
+                let (http, shared) = (http.clone(), Arc::clone(&shared));
+                match tls.clone() {
+                    None => tasks.spawn(serve(http, stream, shared)),
+                    Some(acceptor) => tasks.spawn(serve_tls(acceptor, http, stream, shared)),
+                };
             }
             // Out of file descriptors or a connection reset before accept: wait a moment
             // rather than spin; the listener itself stays usable.
@@ -37,11 +56,30 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, task
     }
 }
 
+/// Completes the TLS handshake, then serves the connection as [`serve`] does.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    http: http1::Builder,
+    stream: TcpStream,
+    shared: Arc<Shared>,
+) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = tokio::select! {
+        () = shared.shutdown.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(_)) | Err(_) => return,
+        },
+    };
+    serve(http, stream, shared).await;
+}
+
 /// Serves one connection until the client closes it or shutdown ends it. Connection errors
 /// (a client hanging up, a reset stream) are the point of a mock and are not reported.
-async fn serve(http: http1::Builder, stream: TcpStream, shared: Arc<Shared>) {
-    // Streaming events are small writes that must leave at once.
-    let _ = stream.set_nodelay(true);
+async fn serve<S>(http: http1::Builder, stream: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |req| router::handle(Arc::clone(&shared), req))

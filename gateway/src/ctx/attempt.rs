@@ -1,6 +1,6 @@
-//! One exchange with the provider: when it started, its first byte, a 5xx it answered, and the
-//! deadlines that watch it. Routing will make several of these per request; the rest of the
-//! request's state does not change for it.
+//! The exchange with the provider: when the first attempt started, the answering attempt's
+//! first byte, a 5xx it answered, and the deadlines that watch the current attempt. Routing
+//! makes several attempts per request (`routing::plan` lists them); each starts with `next`.
 
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,21 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The exchange starts (`upstream_peer`); a retry by pingora keeps the first start.
+    /// An attempt starts (`upstream_peer`): the first start is kept (the request's time with
+    /// the provider counts from it); what the previous attempt saw is dropped, its watchdog
+    /// stopped.
     pub fn start(&mut self) {
         self.started.get_or_insert_with(Instant::now);
+        self.ttfb = None;
+        self.upstream_5xx = None;
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.finish();
+        }
+    }
+
+    /// The first byte of the current attempt's answer arrived.
+    pub fn has_answer(&self) -> bool {
+        self.ttfb.is_some()
     }
 
     pub fn started(&self) -> Option<Instant> {

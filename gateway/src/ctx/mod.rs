@@ -28,6 +28,7 @@ use crate::{
     limits::Decision,
     providers::{AnswerTranslator, ProviderDialect},
     routes::Route,
+    routing::plan::Plan,
     upstream::FailureClass,
     usage::UsageMeter,
 };
@@ -90,6 +91,11 @@ pub struct Forwarded {
     /// The dialect the client speaks (its route's).
     pub client: ProviderDialect,
     pub body: RequestBody,
+    /// The client's body as sent, kept to rewrite it again for another routing target (empty
+    /// while a pending body is still arriving).
+    pub raw: Bytes,
+    /// Which target each attempt goes to, and the attempts so far.
+    pub plan: Plan,
     /// The exchange with the provider.
     pub attempt: Attempt,
     /// Why the exchange failed, as `fail_to_proxy` or the answer's reading found.
@@ -109,6 +115,8 @@ pub enum RequestBody {
 /// A request rewritten for the provider, and how to read its answer.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The routing target (an index into `LoadedApi::targets`) it is rewritten for.
+    pub target: usize,
     /// The rewritten body.
     pub body: Bytes,
     pub stream: bool,
@@ -224,6 +232,16 @@ impl RequestCtx {
         }
     }
 
+    /// The provider kind the request is counted under: the target that answered (or was
+    /// tried last) for a forwarded request, the API's own otherwise.
+    pub fn provider(&self) -> Option<wrapx_core::types::ProviderKind> {
+        match &self.stage {
+            Stage::Arriving => None,
+            Stage::Answered(a) => Some(a.identity.api.record.provider),
+            Stage::Forwarded(f) => f.identity.api.targets.get(f.plan.current()).map(|t| t.kind),
+        }
+    }
+
     /// The rate-limit decision, for the `x-ratelimit-*` headers.
     pub fn limit(&self) -> Option<&Decision> {
         match &self.stage {
@@ -334,27 +352,45 @@ impl RequestCtx {
         let latency_ms = ms(self.started.elapsed());
         let ttfb_ms = self.ttfb().map(ms);
         let stream = self.stream();
-        let (identity, request_data, response_data) = match &mut self.stage {
+        // The attempts are listed for an API with a routing; one without has exactly one.
+        let attempts = self
+            .forwarded()
+            .filter(|f| f.identity.api.routing().is_some())
+            .map(|f| f.plan.attempts_json(&f.identity.api));
+        let (identity, request_data, mut response_data, target) = match &mut self.stage {
             Stage::Arriving => return None,
-            Stage::Answered(a) => (&a.identity, Value::Null, Value::Null),
-            Stage::Forwarded(f) => match &mut f.body {
-                RequestBody::Ready(p) => (
-                    &f.identity,
-                    std::mem::take(&mut p.request_data),
-                    p.answer.meter.response_data(),
-                ),
-                RequestBody::Pending(_) => (&f.identity, Value::Null, Value::Null),
-            },
+            Stage::Answered(a) => (&a.identity, Value::Null, Value::Null, 0),
+            Stage::Forwarded(f) => {
+                let (request_data, response_data) = match &mut f.body {
+                    RequestBody::Ready(p) => (
+                        std::mem::take(&mut p.request_data),
+                        p.answer.meter.response_data(),
+                    ),
+                    RequestBody::Pending(_) => (Value::Null, Value::Null),
+                };
+                (&f.identity, request_data, response_data, f.plan.current())
+            }
         };
+        if let Some(attempts) = attempts {
+            response_data = match response_data {
+                Value::Object(mut answer) => {
+                    answer.insert("attempts".into(), attempts);
+                    Value::Object(answer)
+                }
+                other => serde_json::json!({"body": other, "attempts": attempts}),
+            };
+        }
         let record = &identity.api.record;
+        // Priced and named on the target that answered (the last attempt's).
+        let answered_by = &identity.api.targets[target.min(identity.api.targets.len() - 1)];
         Some(RequestEvent {
             request_id: self.request_id,
             occurred_at: chrono::Utc::now(),
             key_id: identity.key.key_id,
             wrapped_api_id: record.id,
             user_id: record.user_id,
-            provider: record.provider,
-            model: record.model.clone(),
+            provider: answered_by.kind,
+            model: answered_by.model.clone(),
             status,
             outcome,
             stream,

@@ -24,11 +24,16 @@ fn forwarded_stream(sent: &[u8]) -> RequestCtx {
     let mut ctx = RequestCtx::new(Arc::new(InFlight::default()).enter());
     let mut meter = UsageMeter::new(true, 1024);
     meter.feed(sent);
+    let identity = identity();
+    let plan = Plan::new(&identity.api, 0);
     ctx.forward(Forwarded {
-        identity: identity(),
+        identity,
         limit: None,
         client: ProviderDialect::OpenAiChat,
+        raw: Bytes::new(),
+        plan,
         body: RequestBody::Ready(Box::new(Prepared {
+            target: 0,
             body: Bytes::from_static(b"{}"),
             stream: true,
             request_data: Value::Null,

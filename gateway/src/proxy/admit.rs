@@ -21,8 +21,9 @@ use crate::{
     metrics,
     providers::{AnswerTranslator, ProviderDialect},
     respond::{self, Body, BodyError},
-    rewrite,
+    rewrite::{self, Destination},
     routes::{Endpoint, Route},
+    routing::plan::{self, Plan},
     usage::UsageMeter,
 };
 
@@ -34,6 +35,8 @@ enum Admitted {
     Forward {
         client: ProviderDialect,
         body: RequestBody,
+        raw: Bytes,
+        plan: Plan,
     },
 }
 
@@ -85,12 +88,19 @@ impl Gateway {
             .admit_caller(session, ctx, &route, &identity, &mut limit)
             .await;
         match admitted {
-            Ok(Admitted::Forward { client, body }) => {
+            Ok(Admitted::Forward {
+                client,
+                body,
+                raw,
+                plan,
+            }) => {
                 ctx.forward(Forwarded {
                     identity,
                     limit,
                     client,
                     body,
+                    raw,
+                    plan,
                     attempt: Attempt::default(),
                     failure: None,
                 });
@@ -183,43 +193,61 @@ impl Gateway {
             }
         }
 
-        let body =
+        let mut plan = Plan::new(api, plan::first_target(api, &self.cooldowns));
+        let (body, raw) =
             match respond::read_body(session, self.max_body_bytes, self.body_read_timeout).await {
-                Ok(Body::Whole(raw)) => RequestBody::Ready(Box::new(self.prepare(
-                    ctx.request_id(),
-                    identity,
-                    &raw,
-                    client,
-                )?)),
+                Ok(Body::Whole(raw)) => {
+                    let prepared =
+                        self.prepare(ctx.request_id(), identity, &raw, client, plan.upcoming())?;
+                    (RequestBody::Ready(Box::new(prepared)), raw)
+                }
                 Ok(Body::Started(raw)) => {
                     // Each read of the rest is bounded too, so a stalled sender is cut even when
                     // no chunk arrives to check the deadline.
                     session.set_read_timeout(Some(self.body_read_timeout));
-                    RequestBody::Pending(PendingBody {
+                    // pingora cannot send a body past its retry buffer twice.
+                    plan.body_not_replayable();
+                    let pending = PendingBody {
                         raw,
                         deadline: ctx.started() + self.body_read_timeout,
-                    })
+                    };
+                    (RequestBody::Pending(pending), Bytes::new())
                 }
                 Err(BodyError::Refused(e)) => return Err(e.into()),
                 Err(BodyError::Read(e)) => return Err(Stop::ClientGone(e)),
             };
-        Ok(Admitted::Forward { client, body })
+        Ok(Admitted::Forward {
+            client,
+            body,
+            raw,
+            plan,
+        })
     }
 
-    /// Rewrites the client's body for the provider, and readies the reading of the answer.
+    /// Rewrites the client's body for routing target `target`'s provider and model, and
+    /// readies the reading of the answer.
     pub(super) fn prepare(
         &self,
         request_id: Uuid,
         identity: &Identity,
         raw: &[u8],
         client: ProviderDialect,
+        target: usize,
     ) -> Result<Prepared, GatewayError> {
         let api = &identity.api;
-        let provider = ProviderDialect::of(api.record.provider);
+        let Some(to) = api.targets.get(target) else {
+            wrapx_core::never!("target {target} of {} targets", api.targets.len());
+            return Err(GatewayError::new(ErrorKind::Internal));
+        };
+        let provider = to.dialect;
         let rewritten = rewrite::rewrite(
             raw,
             client,
-            provider,
+            Destination {
+                kind: to.kind,
+                dialect: to.dialect,
+                model: &to.model,
+            },
             &api.record,
             &api.prefix_messages,
             self.event_data_max_bytes,
@@ -239,10 +267,11 @@ impl Gateway {
             client,
             provider,
             &request_id.to_string(),
-            &api.record.model,
+            &to.model,
             rewritten.client_include_usage,
         );
         Ok(Prepared {
+            target,
             body: rewritten.body,
             stream: rewritten.stream,
             request_data: rewritten.request_data,

@@ -49,10 +49,11 @@ impl Gateway {
             *body = Some(Bytes::new());
             return Ok(());
         }
-        let raw = std::mem::take(&mut pending.raw);
-        let prepared = self.prepare(request_id, &f.identity, &raw, f.client)?;
+        let raw = std::mem::take(&mut pending.raw).freeze();
+        let prepared = self.prepare(request_id, &f.identity, &raw, f.client, f.plan.current())?;
         *body = Some(prepared.body.clone());
         f.body = RequestBody::Ready(Box::new(prepared));
+        f.raw = raw;
         Ok(())
     }
 }
@@ -67,7 +68,7 @@ pub(super) async fn refuse_gathered_body(
     if error.kind == ErrorKind::BodyTooLarge {
         respond::drain(session, respond::DRAIN_MAX).await;
     }
-    let error_code = match respond::final_error(session, request_id, error).await {
+    let error_code = match respond::final_error(session, request_id, error, None).await {
         Ok(()) => error.status(),
         Err(write) => {
             tracing::debug!(error = %write, "could not write the error answer");

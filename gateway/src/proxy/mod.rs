@@ -1,11 +1,12 @@
 //! The hot path: pingora's phases, in the order they run, each a short function that hands the
-//! work to a named module (`admit` for routes, keys, limits and the body; `upstream`, `usage`,
-//! `events`).
+//! work to a named module (`admit` for routes, keys, limits and the body; `attempts` for
+//! routing's retries and fallbacks; `upstream`, `usage`, `events`).
 //!
 //! `request_filter` admits the request or answers it; every later phase takes the admitted
 //! request ([`Forwarded`]) as given, and reaching one without it is a bug (`never!`).
 
 mod admit;
+mod attempts;
 mod body;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +30,7 @@ use crate::{
     providers::ProviderDialect,
     respond,
     routes::Route,
+    routing::cooldown::Cooldowns,
     upstream::{self, FailureClass, Timeouts},
     watchdog::Watchdog,
 };
@@ -44,6 +46,9 @@ pub struct Gateway {
     pub body_read_timeout: Duration,
     pub event_data_max_bytes: usize,
     pub access_log: bool,
+    pub cooldowns: Arc<Cooldowns>,
+    /// A `retry-after` up to this long is waited out for one more try of the same target.
+    pub max_retry_after: Duration,
 }
 
 #[async_trait]
@@ -64,14 +69,16 @@ impl ProxyHttp for Gateway {
         self.admit(session, ctx).await
     }
 
+    /// Each attempt's target, its body rewritten for that target when the previous attempt's
+    /// was another provider kind or model.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<Box<HttpPeer>> {
+        let request_id = ctx.request_id();
         let f = admitted(ctx, "upstream_peer")?;
-        f.attempt.start();
-        Ok(f.identity.api.upstream.peer(&self.timeouts))
+        self.next_attempt(request_id, f).await
     }
 
     async fn upstream_request_filter(
@@ -81,7 +88,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
         let f = admitted(ctx, "upstream_request_filter")?;
-        let api = &f.identity.api;
+        let target = &f.identity.api.targets[f.plan.current()];
         let length = match &f.body {
             RequestBody::Ready(p) => Some(p.body.len()),
             // A body still arriving goes out chunked, its length unknown until its end.
@@ -89,9 +96,9 @@ impl ProxyHttp for Gateway {
         };
         upstream::prepare_request(
             req,
-            &api.upstream,
-            ProviderDialect::of(api.record.provider),
-            &api.authorization,
+            &target.upstream,
+            target.dialect,
+            &target.authorization,
             length,
         )
     }
@@ -141,7 +148,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// A provider 5xx becomes the contract's 502 (written by `fail_to_proxy`); 2xx and 4xx pass.
+    /// A status in the routing's `on_status` moves the request on while attempts remain. Of
+    /// the answer the client gets, a provider 5xx becomes the contract's 502 (written by
+    /// `fail_to_proxy`); 2xx and 4xx pass.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -151,6 +160,9 @@ impl ProxyHttp for Gateway {
         let f = admitted(ctx, "upstream_response_filter")?;
         let status = resp.status.as_u16();
         f.attempt.answered(status);
+        if status >= 200 {
+            self.judge_answer(f, status, &resp.headers)?;
+        }
         if status >= 500 {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(502),
@@ -222,6 +234,7 @@ impl ProxyHttp for Gateway {
             }
         }
         resp.insert_header("x-request-id", request_id.to_string())?;
+        resp.insert_header("x-wrapx-attempts", f.plan.attempts().to_string())?;
         if let Some(decision) = &f.limit {
             for (name, value) in respond::limit_headers(decision) {
                 resp.insert_header(name, value)?;
@@ -266,18 +279,38 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    /// The body is held in memory, so a request that failed on a reused (stale) connection can
-    /// be sent again whatever its method.
+    /// Whether pingora tries again: another attempt when the exchange broke before the
+    /// answer's head (see `attempts`); the body is held in memory, so any method can be sent
+    /// again.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
-        _session: &mut Session,
+        session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        e.retry.decide_reuse(client_reused);
+        let written = session.response_written().is_some();
+        match ctx.forwarded_mut() {
+            Some(f) => self.after_broken_exchange(f, &mut e, written, client_reused),
+            None => e.set_retry(false),
+        }
+        e
+    }
+
+    /// A connection to the provider could not be made: the next attempt, if any.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        match ctx.forwarded_mut() {
+            Some(f) => self.after_connect_failure(f, &mut e),
+            None => e.set_retry(false),
+        }
         e
     }
 
@@ -323,13 +356,17 @@ impl ProxyHttp for Gateway {
         if class == FailureClass::ClientGone || session.response_written().is_some() {
             return no_answer;
         }
+        if let Some(why) = crate::tls::describe_tls_failure(e) {
+            tracing::warn!(%request_id, "{why}");
+        }
         tracing::warn!(%request_id, error = %e, "request failed");
         let error = match upstream_5xx {
             // Anthropic's "overloaded" gets its own code: clients back off from it differently.
             Some(529) => GatewayError::new(ErrorKind::ProviderOverloaded),
             _ => GatewayError::new(class.error_kind()),
         };
-        if let Err(write) = respond::final_error(session, request_id, &error).await {
+        let attempts = ctx.forwarded().map(|f| f.plan.attempts());
+        if let Err(write) = respond::final_error(session, request_id, &error, attempts).await {
             tracing::debug!(error = %write, "could not write the error answer");
             return no_answer;
         }
@@ -341,8 +378,9 @@ impl ProxyHttp for Gateway {
 
     /// The end of every request: its one event (when a valid key was presented) and metrics.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(f) = ctx.forwarded() {
+        if let Some(f) = ctx.forwarded_mut() {
             f.attempt.finish();
+            f.plan.end();
         }
         let written = session.response_written().map(|h| h.status.as_u16());
         let outcome = ctx.outcome(e.is_some());
@@ -370,9 +408,7 @@ impl ProxyHttp for Gateway {
                 },
             ),
         };
-        let provider = ctx
-            .identity()
-            .map_or("none", |i| i.api.record.provider.as_str());
+        let provider = ctx.provider().map_or("none", |kind| kind.as_str());
         // Probes come every few seconds and are not traffic: counted, they inflate the rate.
         if !matches!(ctx.route(), Some(Route::Healthz | Route::Readyz)) {
             metrics::request(

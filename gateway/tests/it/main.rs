@@ -1,6 +1,7 @@
 //! The gateway's tests, one binary: the real `wrapx-gateway` process on port 0 in front of the
 //! mock provider (`proxy`, `providers_anthropic`, `operations`, `faults`, the Python SDKs in
-//! `openai_sdk` and `providers_sdk`, the provider layouts in `stream_formats`), and its parts against real backends (`events_publisher`,
+//! `openai_sdk` and `providers_sdk`, the provider layouts in `stream_formats`, HTTPS providers
+//! in `tls`), and its parts against real backends (`events_publisher`,
 //! `limits_redis`).
 //!
 //! `events_spool_gauge` keeps a binary of its own: it reads the process-wide metrics recorder,
@@ -17,4 +18,6 @@ mod operations;
 mod providers_anthropic;
 mod providers_sdk;
 mod proxy;
+mod routing;
 mod stream_formats;
+mod tls;

@@ -157,9 +157,18 @@ impl Resolve for GuardedResolver {
 }
 
 /// The webhook HTTP client: guarded DNS, no proxy (a proxy would resolve for us), no
-/// automatic redirects, and the per-delivery timeout.
-pub fn client(allow_loopback: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// automatic redirects, and the per-delivery timeout. HTTPS receivers are checked against the
+/// bundled roots plus `extra_roots` (`security.extra_ca_file`), which add to them.
+pub fn client(
+    allow_loopback: bool,
+    timeout: Duration,
+    extra_roots: &[reqwest::Certificate],
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
         .dns_resolver(Arc::new(GuardedResolver { allow_loopback }))
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -300,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_client_refuses_names_at_connect_time() {
-        let client = client(false, Duration::from_secs(2)).unwrap();
+        let client = client(false, Duration::from_secs(2), &[]).unwrap();
         let err = client.get("http://localhost:9/").send().await.unwrap_err();
         assert!(refusal(&err).is_some(), "{err:?}");
     }

@@ -353,3 +353,69 @@ pub async fn dead_letters(channel: &Channel) -> Vec<(Vec<u8>, String)> {
     }
     out
 }
+
+/// An HTTPS receiver serving `leaf` (a test CA's certificate), recording deliveries as
+/// [`Receiver`] does at `https://localhost:PORT/hook` ([`https_url`]). The counter is the TLS
+/// handshakes it refused or that failed (a client not trusting the certificate).
+pub async fn https_receiver(
+    status: u16,
+    leaf: &wrapx_testkit::tls::Leaf,
+) -> (Receiver, Arc<std::sync::atomic::AtomicUsize>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let status = Arc::new(AtomicU16::new(status));
+    let state = (received.clone(), status.clone());
+    let app = Router::new().route("/hook", post(record)).with_state(state);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TlsListener {
+        tcp,
+        acceptor: leaf.acceptor(),
+        failed: failed.clone(),
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let receiver = Receiver {
+        addr,
+        received,
+        status,
+    };
+    (receiver, failed)
+}
+
+/// `https://localhost:PORT/hook`: the name the test CA's `localhost` leaf is valid for.
+pub fn https_url(receiver: &Receiver) -> String {
+    format!("https://localhost:{}/hook", receiver.addr.port())
+}
+
+/// A TCP listener that hands axum only connections whose TLS handshake succeeded (one at a
+/// time, which is enough for a test), counting the others.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: wrapx_testkit::tls::tokio_rustls::TlsAcceptor,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = wrapx_testkit::tls::tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, peer)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            };
+            let handshake = self.acceptor.accept(stream);
+            match tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                Ok(Ok(tls)) => return (tls, peer),
+                _ => {
+                    self.failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
