@@ -43,7 +43,8 @@ pub struct Retry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cooldown {
-    /// Failures in a row that put a target to rest.
+    /// Failures in a row that put a target to rest; 0: targets never rest (and failures are
+    /// not even counted).
     pub failures: u32,
     /// How long it rests.
     pub seconds: u32,
@@ -225,9 +226,9 @@ impl RoutingInput {
             Some(c) => {
                 let defaults = Cooldown::default();
                 let failures = c.failures.unwrap_or(i64::from(defaults.failures));
-                if !(1..=MAX_COOLDOWN_FAILURES).contains(&failures) {
+                if !(0..=MAX_COOLDOWN_FAILURES).contains(&failures) {
                     return invalid(format!(
-                        "cooldown.failures must be from 1 to {MAX_COOLDOWN_FAILURES}, not {failures}"
+                        "cooldown.failures must be from 0 (never rest) to {MAX_COOLDOWN_FAILURES}, not {failures}"
                     ));
                 }
                 let seconds = c.seconds.unwrap_or(i64::from(defaults.seconds));
@@ -317,7 +318,11 @@ mod tests {
                 "cooldown.seconds",
             ),
             (
-                json!({"targets": t, "cooldown": {"failures": 0}}),
+                json!({"targets": t, "cooldown": {"failures": -1}}),
+                "cooldown.failures",
+            ),
+            (
+                json!({"targets": t, "cooldown": {"failures": 1001}}),
                 "cooldown.failures",
             ),
         ] {
@@ -325,6 +330,9 @@ mod tests {
             assert!(err.0.contains(needle), "{body}: {err}");
         }
         assert!(serde_json::from_value::<RoutingInput>(json!({"targets": t, "extra": 1})).is_err());
+        // 0 failures: targets never rest.
+        let never = parse(json!({"targets": t, "cooldown": {"failures": 0}})).unwrap();
+        assert_eq!(never.cooldown.failures, 0);
     }
 
     #[test]

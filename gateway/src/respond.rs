@@ -30,6 +30,15 @@ pub async fn json(
     session.write_response_body(Some(body), true).await
 }
 
+/// The `x-wrapx-attempts` value: a static string for the usual counts (no allocation).
+pub fn attempts_header(n: u32) -> http::HeaderValue {
+    const COUNTS: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+    match COUNTS.get(n as usize) {
+        Some(s) => http::HeaderValue::from_static(s),
+        None => http::HeaderValue::from(n),
+    }
+}
+
 /// Writes a refusal in OpenAI's shape.
 pub async fn error(
     session: &mut Session,
@@ -61,7 +70,7 @@ pub async fn final_error(
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("x-request-id", request_id.to_string())?;
     if let Some(n) = attempts {
-        resp.insert_header("x-wrapx-attempts", n.to_string())?;
+        resp.insert_header("x-wrapx-attempts", attempts_header(n))?;
     }
     session
         .as_downstream_mut()

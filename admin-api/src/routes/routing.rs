@@ -134,8 +134,8 @@ pub struct RetryBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CooldownBody {
-    /// Failures in a row that put a target to rest.
-    #[schema(minimum = 1, maximum = 1000)]
+    /// Failures in a row that put a target to rest; 0: targets never rest.
+    #[schema(minimum = 0, maximum = 1000)]
     pub failures: Option<i64>,
     /// How long it rests.
     #[schema(minimum = 1, maximum = 86400)]

@@ -85,18 +85,18 @@ impl Gateway {
         status: u16,
         headers: &HeaderMap,
     ) -> pingora_error::Result<()> {
-        let api = std::sync::Arc::clone(&f.identity.api);
+        let api = &f.identity.api;
         let on_status: &[u16] = api
             .routing()
             .map_or(&DEFAULT_ON_STATUS, |r| &r.retry.on_status);
         if !on_status.contains(&status) {
-            f.plan.answered(&api, &self.cooldowns, status);
+            f.plan.answered(api, &self.cooldowns, status);
             return Ok(());
         }
         // Read from this answer: each attempt's own `retry-after`.
         let retry_after = routing::retry_after(headers);
         let more = f.plan.failed(
-            &api,
+            api,
             &self.cooldowns,
             Failure::Status(status),
             retry_after,

@@ -234,7 +234,10 @@ impl ProxyHttp for Gateway {
             }
         }
         resp.insert_header("x-request-id", request_id.to_string())?;
-        resp.insert_header("x-wrapx-attempts", f.plan.attempts().to_string())?;
+        resp.insert_header(
+            "x-wrapx-attempts",
+            respond::attempts_header(f.plan.attempts()),
+        )?;
         if let Some(decision) = &f.limit {
             for (name, value) in respond::limit_headers(decision) {
                 resp.insert_header(name, value)?;

@@ -30,8 +30,9 @@ use crate::metrics;
 struct TargetState {
     /// Resting until then.
     until: Option<Instant>,
-    /// When the last failure was heard of, to pick the least recently failed target.
-    failed_at: Instant,
+    /// When the last failure was counted, on Redis's clock (the one all instances share), to
+    /// pick the least recently failed target; 0 when unknown (treated as longest ago).
+    failed_ms: u64,
     /// A failure was counted and no success has reset the count yet.
     suspect: bool,
 }
@@ -43,6 +44,9 @@ struct Message {
     /// Milliseconds of rest from now; 0 for a failure that did not start one.
     #[serde(default)]
     rest_ms: u64,
+    /// When the failure was counted, on Redis's clock.
+    #[serde(default)]
+    failed_ms: u64,
     /// The count was reset by a success.
     #[serde(default)]
     recovered: bool,
@@ -82,8 +86,9 @@ impl Cooldowns {
         &self.channel
     }
 
-    /// When `target` rests at `now`: the time of its last failure; `None` when it may be tried.
-    pub fn resting(&self, target: &str, now: Instant) -> Option<Instant> {
+    /// When `target` rests at `now`: the time of its last failure (Redis's clock, in ms);
+    /// `None` when it may be tried.
+    pub fn resting(&self, target: &str, now: Instant) -> Option<u64> {
         if self.entries.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -91,24 +96,18 @@ impl Cooldowns {
         state
             .until
             .is_some_and(|until| until > now)
-            .then_some(state.failed_at)
+            .then_some(state.failed_ms)
     }
 
     /// Counts a failure of `target` in Redis, in the background.
     pub fn failed(self: &Arc<Self>, target: &str, policy: Cooldown) {
-        let now = Instant::now();
-        self.update(target, |s| {
-            s.suspect = true;
-            s.failed_at = now;
-        });
+        self.update(target, |s| s.suspect = true);
         let this = Arc::clone(self);
         let target = target.to_owned();
         tokio::spawn(async move {
             match this.count_failure(&target, policy).await {
-                Ok(Some(rest)) => {
-                    this.rest(&target, rest);
-                }
-                Ok(None) => {}
+                Ok((Some(rest), failed_ms)) => this.rest(&target, rest, failed_ms),
+                Ok((None, failed_ms)) => this.update(&target, |s| s.failed_ms = failed_ms),
                 Err(e) => tracing::warn!(error = %e, "a target failure could not be counted"),
             }
         });
@@ -147,12 +146,15 @@ impl Cooldowns {
         if message.recovered {
             self.forget(&message.target);
         } else if message.rest_ms > 0 {
-            self.rest(&message.target, Duration::from_millis(message.rest_ms));
+            self.rest(
+                &message.target,
+                Duration::from_millis(message.rest_ms),
+                message.failed_ms,
+            );
         } else {
-            let now = Instant::now();
             self.update(&message.target, |s| {
                 s.suspect = true;
-                s.failed_at = now;
+                s.failed_ms = s.failed_ms.max(message.failed_ms);
             });
         }
     }
@@ -172,7 +174,7 @@ impl Cooldowns {
         };
         for (target, ttl) in targets.iter().zip(ttls) {
             if let Ok(ms @ 1..) = u64::try_from(ttl) {
-                self.rest(target, Duration::from_millis(ms));
+                self.rest(target, Duration::from_millis(ms), 0);
             }
         }
     }
@@ -183,11 +185,11 @@ impl Cooldowns {
         self.entries.store(0, Ordering::Relaxed);
     }
 
-    fn rest(&self, target: &str, rest: Duration) {
-        let now = Instant::now();
+    fn rest(&self, target: &str, rest: Duration, failed_ms: u64) {
+        let until = Instant::now() + rest;
         self.update(target, |s| {
-            s.until = Some(now + rest);
-            s.failed_at = now;
+            s.until = Some(until);
+            s.failed_ms = s.failed_ms.max(failed_ms);
             s.suspect = false;
         });
     }
@@ -197,7 +199,7 @@ impl Cooldowns {
             self.entries.fetch_add(1, Ordering::Relaxed);
             TargetState {
                 until: None,
-                failed_at: Instant::now(),
+                failed_ms: 0,
                 suspect: false,
             }
         });
@@ -211,15 +213,15 @@ impl Cooldowns {
     }
 
     /// Runs the failure script: `Some(rest)` when this failure put the target to rest (or it
-    /// already was).
+    /// already was), and the failure's time on Redis's clock.
     async fn count_failure(
         &self,
         target: &str,
         policy: Cooldown,
-    ) -> anyhow::Result<Option<Duration>> {
+    ) -> anyhow::Result<(Option<Duration>, u64)> {
         let call = async {
             let mut conn = self.redis.get().await?;
-            let (tripped, rest_ms): (i64, i64) = self
+            let (tripped, rest_ms, now_ms): (i64, i64, i64) = self
                 .script
                 .key(self.count_key(target))
                 .key(self.rest_key(target))
@@ -229,9 +231,9 @@ impl Cooldowns {
                 .arg(target)
                 .invoke_async(&mut conn)
                 .await?;
-            anyhow::Ok((tripped, rest_ms))
+            anyhow::Ok((tripped, rest_ms, now_ms))
         };
-        let (tripped, rest_ms) = tokio::time::timeout(self.timeout, call).await??;
+        let (tripped, rest_ms, now_ms) = tokio::time::timeout(self.timeout, call).await??;
         if tripped == 1 {
             metrics::target_cooldown();
             tracing::warn!(
@@ -240,16 +242,18 @@ impl Cooldowns {
                 "a routing target failed too often in a row: resting"
             );
         }
-        Ok(u64::try_from(rest_ms)
+        let rest = u64::try_from(rest_ms)
             .ok()
             .filter(|ms| *ms > 0)
-            .map(Duration::from_millis))
+            .map(Duration::from_millis);
+        Ok((rest, u64::try_from(now_ms).unwrap_or(0)))
     }
 
     async fn reset(&self, target: &str) -> anyhow::Result<()> {
         let message = serde_json::to_string(&Message {
             target: target.to_owned(),
             rest_ms: 0,
+            failed_ms: 0,
             recovered: true,
         })?;
         let call = async {

@@ -72,8 +72,10 @@ pub struct Plan {
     retried_same: u16,
     /// Whether pingora can send the body again (no chunked body past its retry buffer).
     replayable: bool,
-    /// Finished attempts; the last one is closed when the request ends.
+    /// Finished attempts; the last one is closed when the request ends. Kept only for an API
+    /// with a routing (the only one whose event lists them).
     records: Vec<Record>,
+    routed: bool,
 }
 
 impl Plan {
@@ -89,6 +91,7 @@ impl Plan {
             retried_same: 0,
             replayable: true,
             records: Vec::new(),
+            routed: api.routing().is_some(),
         }
     }
 
@@ -153,8 +156,10 @@ impl Plan {
     ) -> Option<Duration> {
         self.close(None, Some(failure));
         // A target that cannot take this request is not unwell.
-        if let (Some(policy), false) = (api.routing(), failure == Failure::Untranslatable) {
-            cooldowns.failed(&api.targets[self.current].cooldown_id, policy.cooldown);
+        if let Some(policy) = api.routing() {
+            if policy.cooldown.failures > 0 && failure != Failure::Untranslatable {
+                cooldowns.failed(&api.targets[self.current].cooldown_id, policy.cooldown);
+            }
         }
         if self.started >= self.max_attempts || !self.replayable {
             metrics::upstream_attempt(metrics::AttemptOutcome::Exhausted);
@@ -195,6 +200,9 @@ impl Plan {
         let Some(started) = self.current_started.take() else {
             return;
         };
+        if !self.routed {
+            return;
+        }
         let status = status.or(match failure {
             Some(Failure::Status(code)) => Some(code),
             _ => None,

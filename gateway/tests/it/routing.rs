@@ -173,7 +173,7 @@ async fn retry_after_short_retries_the_same_target_once_and_long_moves_on() {
         &api,
         // No cooldown in this test: every request starts at the first target.
         json!({"targets": [target(p1, "m1"), target(p2, "m2")], "retry": {"max_attempts": 3},
-               "cooldown": {"failures": 1000}}),
+               "cooldown": {"failures": 0}}),
     )
     .await;
 
@@ -541,15 +541,27 @@ async fn every_target_resting_tries_the_least_recently_failed() {
     // a fails first, then b: both rest.
     let r = post(&gw.chat_url(&api), &api.key, &chat(false)).await;
     assert_eq!(r.status(), 502);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", gw.metrics_port);
+    eventually_true("both targets resting", Duration::from_secs(5), || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("wrapx_gateway_target_cooldowns_total 2")
+    })
+    .await;
+    // The rest is recorded just after the count comes back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     a.set_behavior(Behavior::Normal);
     b.set_behavior(Behavior::Normal);
     let (a0, b0) = (a.stats().requests, b.stats().requests);
-    // Not refused outright: the one that failed longer ago (a) gets the request.
-    eventually_true("both resting seen", Duration::from_secs(2), || async {
-        let r = post(&gw.chat_url(&api), &api.key, &chat(false)).await;
-        r.status() == 200 && a.stats().requests > a0
-    })
-    .await;
+    // Not refused outright: the one that failed longer ago (a) gets the request, once.
+    let r = post(&gw.chat_url(&api), &api.key, &chat(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(attempts_header(&r), 1);
+    assert_eq!(a.stats().requests, a0 + 1);
     assert_eq!(b.stats().requests, b0);
 }
 
@@ -609,9 +621,9 @@ async fn the_official_sdks_see_a_clean_answer_while_the_first_target_fails() {
     set_routing(
         &env,
         &api,
-        // A high bar, so no cooldown spares the failing target any of the four requests.
+        // Never resting (`failures: 0`): no cooldown spares the failing target any request.
         json!({"targets": [target(env.provider_id, "mock-status-503"), target(anthropic, "claude-ok")],
-               "cooldown": {"failures": 100}}),
+               "cooldown": {"failures": 0}}),
     )
     .await;
     let base = gw.url(&format!("/w/{}", api.endpoint));
