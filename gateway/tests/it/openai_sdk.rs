@@ -1,9 +1,9 @@
 //! The official OpenAI Python SDK against `…/w/{endpoint_id}/v1`: a completion, a stream and an
 //! auth error, as a production client sees them.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use crate::common::{Env, Gateway};
+use crate::common::{python_json, Env, Gateway};
 use serde_json::Value;
 use wrapx_benches::mock_llm::MockConfig;
 use wrapx_core::events::UsageSource;
@@ -45,21 +45,7 @@ async fn the_openai_sdk_completes_streams_and_sees_auth_errors() {
     let api = env.api().await;
     let gw = Gateway::start(&env).await;
     let base = gw.url(&format!("/w/{}/v1", api.endpoint));
-    let key = api.key.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(wrapx_testkit::python())
-            .args(["-c", SCRIPT, &base, &key])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = python_json(SCRIPT, vec![base, api.key.clone()]).await;
     assert!(
         result["completion"].as_str().is_some_and(|s| !s.is_empty()),
         "{result}"

@@ -5,14 +5,16 @@
 //! every target failing; weights; cooldowns seen by a second instance; a 1 MiB body; the
 //! attempts in the one event; the official SDKs.
 
-use std::{collections::HashMap, process::Command, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use serde_json::{json, Value};
 use uuid::Uuid;
 use wrapx_benches::mock_llm::{self, Behavior, MockConfig, MockHandle};
 use wrapx_core::events::RequestEvent;
 
-use crate::common::{chat, error_code, eventually_true, request_id, Api, ClosedPort, Env, Gateway};
+use crate::common::{
+    chat, error_code, eventually_true, python_json, request_id, Api, ClosedPort, Env, Gateway,
+};
 
 /// Stores `routing` for `api` as the admin API would (it validates; the gateway reads).
 async fn set_routing(env: &Env, api: &Api, routing: Value) {
@@ -24,6 +26,13 @@ async fn set_routing(env: &Env, api: &Api, routing: Value) {
         .execute(&env.db)
         .await
         .unwrap();
+}
+
+/// A new API of the test's account with `routing`.
+async fn routed(env: &Env, routing: Value) -> Api {
+    let api = env.api().await;
+    set_routing(env, &api, routing).await;
+    api
 }
 
 fn target(provider: Uuid, model: &str) -> Value {
@@ -70,8 +79,6 @@ async fn a_503_falls_back_across_kinds_for_both_client_dialects_plain_and_stream
     let env = Env::new(MockConfig::default()).await;
     let anthropic = env.provider_of("anthropic", &env.mock.base_url()).await;
     let gw = Gateway::start(&env).await;
-    env.prompt(env.api().await.id, json!({"role": "unused"}))
-        .await;
 
     // An OpenAI-kind target that fails, then an Anthropic one.
     let api = env.api().await;
@@ -130,10 +137,8 @@ async fn a_503_falls_back_across_kinds_for_both_client_dialects_plain_and_stream
     }
 
     // The reverse: an Anthropic client, an Anthropic target that fails, an OpenAI-kind one.
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(anthropic, "mock-status-529"), target(env.provider_id, "gpt-fallback")],
                "retry": {"on_status": [529]}}),
     )
@@ -224,10 +229,8 @@ async fn a_client_error_and_a_status_outside_on_status_are_the_answer() {
     let second = mock().await;
     let p2 = env.provider(&second.base_url()).await;
     let gw = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-status-400"), target(p2, "m2")]}),
     )
     .await;
@@ -240,10 +243,8 @@ async fn a_client_error_and_a_status_outside_on_status_are_the_answer() {
     assert_eq!(event.response_data["attempts"].as_array().unwrap().len(), 1);
 
     // A 500 when only 503 moves on: passed on (as the contract's 502), no fallback.
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-status-500"), target(p2, "m2")],
                "retry": {"on_status": [503]}}),
     )
@@ -261,10 +262,8 @@ async fn refused_connections_and_late_first_bytes_fall_back() {
     let nowhere = env.provider(&format!("http://{}/v1", closed.addr)).await;
     let gw = Gateway::start(&env).await;
 
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(nowhere, "m0"), target(env.provider_id, "m1")]}),
     )
     .await;
@@ -280,10 +279,8 @@ async fn refused_connections_and_late_first_bytes_fall_back() {
     }
 
     // The test gateway's first-byte deadline is 2 s; the hanging target never answers.
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-hang"), target(env.provider_id, "m1")]}),
     )
     .await;
@@ -303,10 +300,8 @@ async fn refused_connections_and_late_first_bytes_fall_back() {
 async fn when_every_attempt_fails_the_client_gets_the_last_answer_logged_once() {
     let env = Env::new(MockConfig::default()).await;
     let gw = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-status-503"), target(env.provider_id, "mock-status-429")],
                "retry": {"max_attempts": 3}}),
     )
@@ -326,10 +321,8 @@ async fn when_every_attempt_fails_the_client_gets_the_last_answer_logged_once() 
     assert_eq!(event.status, 502);
 
     // Two attempts, 503 then 429: the provider's own 429 is the answer.
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-status-503"), target(env.provider_id, "mock-status-429")],
                "retry": {"max_attempts": 2}}),
     )
@@ -345,10 +338,8 @@ async fn a_stream_cut_after_its_first_event_does_not_fall_back() {
     let second = mock().await;
     let p2 = env.provider(&second.base_url()).await;
     let gw = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-reset-after-2"), target(p2, "m2")]}),
     )
     .await;
@@ -367,10 +358,8 @@ async fn a_one_mib_body_falls_back_whole() {
     let second = mock().await;
     let p2 = env.provider(&second.base_url()).await;
     let gw = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(env.provider_id, "mock-status-503"), target(p2, "m2")]}),
     )
     .await;
@@ -414,10 +403,8 @@ async fn weights_split_traffic_within_statistical_bounds() {
     .unwrap();
     let p2 = env.provider(&second.base_url()).await;
     let gw = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"strategy": "weighted", "targets": [
             {"provider_id": env.provider_id, "model": "m1", "weight": 3},
             {"provider_id": p2, "model": "m2", "weight": 1}]}),
@@ -455,10 +442,8 @@ async fn a_cooldown_is_shared_by_every_instance_and_ends_on_time() {
     let p2 = env.provider(&healthy.base_url()).await;
     let one = Gateway::start(&env).await;
     let two = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(p1, "m1"), target(p2, "m2")], "cooldown": {"failures": 2, "seconds": 3}}),
     )
     .await;
@@ -528,10 +513,8 @@ async fn every_target_resting_tries_the_least_recently_failed() {
     let pa = env.provider(&a.base_url()).await;
     let pb = env.provider(&b.base_url()).await;
     let gw = Gateway::start(&env).await;
-    let api = env.api().await;
-    set_routing(
+    let api = routed(
         &env,
-        &api,
         json!({"targets": [target(pa, "ma"), target(pb, "mb")], "retry": {"max_attempts": 2},
                "cooldown": {"failures": 1, "seconds": 30}}),
     )
@@ -627,21 +610,7 @@ async fn the_official_sdks_see_a_clean_answer_while_the_first_target_fails() {
     )
     .await;
     let base = gw.url(&format!("/w/{}", api.endpoint));
-    let key = api.key.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(wrapx_testkit::python())
-            .args(["-c", SDKS, &base, &key])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = python_json(SDKS, vec![base, api.key.clone()]).await;
     assert_eq!(
         result,
         json!({"openai": true, "openai_stream": 3, "anthropic": true, "anthropic_stream": 3})

@@ -321,3 +321,24 @@ pub fn request_id(r: &reqwest::Response) -> Uuid {
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
+
+/// Runs a Python `script` (the SDKs' tests) with `args` off the async runtime, and parses the
+/// JSON it prints; a failing script fails the test with its stderr.
+pub async fn python_json(script: &'static str, args: Vec<String>) -> Value {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(wrapx_testkit::python())
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
