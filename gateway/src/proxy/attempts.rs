@@ -54,9 +54,8 @@ impl Gateway {
                 }
                 Err(error) => {
                     tracing::warn!(%request_id, target, error = %error.message, "the request cannot go to this routing target");
-                    let api = std::sync::Arc::clone(&f.identity.api);
                     let more = f.plan.failed(
-                        &api,
+                        &f.identity.api,
                         &self.cooldowns,
                         Failure::Untranslatable,
                         None,
@@ -145,10 +144,13 @@ impl Gateway {
         } else {
             Failure::Upstream
         };
-        let api = std::sync::Arc::clone(&f.identity.api);
-        let more = f
-            .plan
-            .failed(&api, &self.cooldowns, failure, None, self.max_retry_after);
+        let more = f.plan.failed(
+            &f.identity.api,
+            &self.cooldowns,
+            failure,
+            None,
+            self.max_retry_after,
+        );
         e.set_retry(more.is_some());
     }
 
@@ -159,10 +161,13 @@ impl Gateway {
         } else {
             Failure::Connect
         };
-        let api = std::sync::Arc::clone(&f.identity.api);
-        let more = f
-            .plan
-            .failed(&api, &self.cooldowns, failure, None, self.max_retry_after);
+        let more = f.plan.failed(
+            &f.identity.api,
+            &self.cooldowns,
+            failure,
+            None,
+            self.max_retry_after,
+        );
         e.set_retry(more.is_some());
     }
 }
